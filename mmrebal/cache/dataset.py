@@ -1,0 +1,134 @@
+"""A torch ``Dataset`` over one split of a cache.
+
+The HDF5 file is opened lazily, once per process (DataLoader workers each get their own handle), and
+only the requested modalities' groups are read. ``__getitems__`` reads a whole batch with one sorted
+fancy-index read per array, which is what the DataLoader calls when it is given a batch sampler.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from mmrebal.cache.format import open_cache, read_info, split_rows
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def _to_tensor(kind: str, arrays: dict[str, np.ndarray]) -> torch.Tensor | dict[str, torch.Tensor]:
+    """Cache arrays (batched) -> model input: frames/images normalised float, spectrograms with a channel."""
+    if kind == "frames":  # [B, T, H, W, 3] uint8 -> [B, T, 3, H, W]
+        x = torch.from_numpy(arrays["frames"]).permute(0, 1, 4, 2, 3).float().div_(255.0)
+        mean = torch.tensor(IMAGENET_MEAN).view(1, 1, 3, 1, 1)
+        std = torch.tensor(IMAGENET_STD).view(1, 1, 3, 1, 1)
+        return (x - mean) / std
+    if kind == "image":  # [B, H, W, 3] uint8 -> [B, 3, H, W]
+        x = torch.from_numpy(arrays["pixels"]).permute(0, 3, 1, 2).float().div_(255.0)
+        mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+        std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+        return (x - mean) / std
+    if kind == "spectrogram":  # [B, F, T] -> [B, 1, F, T]
+        return torch.from_numpy(arrays["spec"].astype(np.float32, copy=False)).unsqueeze(1)
+    if kind == "tokens":
+        return {key: torch.from_numpy(value.astype(np.int64, copy=False)) for key, value in arrays.items()}
+    raise ValueError(f"unknown modality kind {kind!r}")
+
+
+class CacheDataset(Dataset):
+    """One split of a cache; item ``i`` is ``{"idx": i, "label": y, <modality>: tensor, ...}``.
+
+    ``idx`` is the position inside this split (what samplers index), not the HDF5 row.
+    ``preload=True`` reads the split's arrays into memory once (small caches, CPU runs).
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        split: str,
+        modalities: Sequence[str] | None = None,
+        preload: bool = False,
+    ) -> None:
+        self.path = Path(path)
+        self.info = read_info(self.path)
+        self.split = split
+        chosen = list(modalities) if modalities else list(self.info.modalities)
+        unknown = [m for m in chosen if m not in self.info.modalities]
+        if unknown:
+            raise ValueError(
+                f"{self.path}: no modality {', '.join(unknown)}; the cache has {', '.join(self.info.modalities)}"
+            )
+        self.modalities = chosen
+        with open_cache(self.path) as f:
+            self.rows = split_rows(f, split)
+            self.labels = np.asarray(f["label"][:])[self.rows]
+            ids = np.asarray(f["sample_id"][:])[self.rows]
+            self.array_names = {m: list(f[m].keys()) for m in self.modalities}
+            self._memory: dict[str, np.ndarray] | None = None
+            if preload and len(self.rows):
+                self._memory = {
+                    f"{m}/{a}": f[m][a][np.sort(self.rows)] for m in self.modalities for a in self.array_names[m]
+                }
+        self.sample_ids = [i.decode() for i in ids]
+        self._file: h5py.File | None = None
+        self._pid: int | None = None
+
+    @property
+    def num_classes(self) -> int:
+        return self.info.num_classes
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def _handle(self) -> h5py.File:
+        if self._file is None or self._pid != os.getpid():
+            self._file = open_cache(self.path)
+            self._pid = os.getpid()
+        return self._file
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_file"] = None
+        state["_pid"] = None
+        return state
+
+    def _read(self, key: str, positions: np.ndarray) -> np.ndarray:
+        """Rows for split positions, in the order asked, with one monotone read."""
+        order = np.argsort(positions, kind="stable")
+        sorted_pos = positions[order]
+        unique_pos, inverse = np.unique(sorted_pos, return_inverse=True)
+        if self._memory is not None:
+            block = self._memory[key][unique_pos]
+        else:
+            group, name = key.split("/")
+            block = self._handle()[group][name][self.rows[unique_pos]]
+        out = np.empty((len(positions), *block.shape[1:]), dtype=block.dtype)
+        out[order] = block[inverse]
+        return out
+
+    def __getitems__(self, positions: Sequence[int]) -> dict[str, Any]:
+        pos = np.asarray(positions, dtype=np.int64)
+        batch: dict[str, Any] = {
+            "idx": torch.from_numpy(pos.copy()),
+            "label": torch.from_numpy(self.labels[pos].astype(np.int64)),
+        }
+        for m in self.modalities:
+            arrays = {a: self._read(f"{m}/{a}", pos) for a in self.array_names[m]}
+            batch[m] = _to_tensor(self.info.modalities[m], arrays)
+        return batch
+
+    def __getitem__(self, position: int) -> dict[str, Any]:
+        batch = self.__getitems__([position])
+        return {k: (v[0] if torch.is_tensor(v) else {kk: vv[0] for kk, vv in v.items()}) for k, v in batch.items()}
+
+
+def batch_collate(batch: dict[str, Any]) -> dict[str, Any]:
+    """Collate for ``__getitems__`` output, which is already a batch."""
+    return batch

@@ -1,0 +1,145 @@
+"""Crash-safe cache writing: a journal of finished samples, then one atomic assembly.
+
+Each decoded sample is written as its own ``.npz`` in ``<out>.parts/`` (temp file + rename), so a
+Ctrl-C or ``kill -9`` at any moment loses at most the samples in flight and a re-run skips what is
+done. The HDF5 file is assembled from the journal into a temp file and renamed into place only
+when complete, streaming one sample at a time so peak memory does not grow with the dataset.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from mmrebal import __version__
+from mmrebal.cache.format import FORMAT_VERSION, SPLITS, CacheError, attr_value
+
+
+def atomic_write_bytes(path: Path, payload: bytes) -> None:
+    """Write ``payload`` so readers see either the old file or the whole new one, never a torn one."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as fh:
+        fh.write(payload)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One sample's metadata as the assembly needs it (arrays live in the journal)."""
+
+    sample_id: str
+    label: int
+    split: str
+
+
+class SampleJournal:
+    """Finished samples of one prep run, keyed by sample id, tied to the source manifest's hash."""
+
+    def __init__(self, out: Path, manifest_hash: str) -> None:
+        self.dir = out.with_name(out.name + ".parts")
+        self.manifest_hash = manifest_hash
+        self.reset_reason: str | None = None
+        meta = self.dir / "journal.json"
+        if meta.exists():
+            recorded = json.loads(meta.read_text()).get("manifest_hash")
+            if recorded != manifest_hash:
+                self.reset_reason = f"{self.dir}: the source changed since the interrupted prep; starting over"
+                shutil.rmtree(self.dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        if not meta.exists():
+            atomic_write_bytes(meta, json.dumps({"manifest_hash": manifest_hash}).encode())
+
+    def _path(self, sample_id: str) -> Path:
+        digest = hashlib.sha1(sample_id.encode()).hexdigest()[:16]
+        return self.dir / f"{digest}.npz"
+
+    def done(self, sample_id: str) -> bool:
+        return self._path(sample_id).exists()
+
+    def write(self, sample_id: str, arrays: dict[str, np.ndarray]) -> None:
+        buf = io.BytesIO()
+        np.savez(buf, **{key.replace("/", "__"): value for key, value in arrays.items()})
+        atomic_write_bytes(self._path(sample_id), buf.getvalue())
+
+    def read(self, sample_id: str) -> dict[str, np.ndarray]:
+        with np.load(self._path(sample_id)) as data:
+            return {key.replace("__", "/"): data[key] for key in data.files}
+
+    def remove(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def assemble(
+    journal: SampleJournal,
+    entries: Sequence[Entry],
+    out: Path,
+    class_names: Sequence[str],
+    modality_kinds: dict[str, str],
+    attrs: dict[str, Any],
+    compression: str | None = None,
+) -> Path:
+    """Write the HDF5 cache from the journal in ``entries`` order; the file appears only when complete."""
+    if not entries:
+        raise CacheError(f"{out}: nothing to write (no sample was prepared)")
+    ids = [e.sample_id for e in entries]
+    if len(set(ids)) != len(ids):
+        dup = next(i for i in ids if ids.count(i) > 1)
+        raise CacheError(f"{out}: sample id {dup!r} appears twice in the source; ids must be unique")
+    for e in entries:
+        if e.split not in SPLITS:
+            raise CacheError(f"{out}: sample {e.sample_id!r} has unknown split {e.split!r}")
+    first = journal.read(entries[0].sample_id)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    n = len(entries)
+    try:
+        with h5py.File(tmp, "w") as f:
+            f.attrs["format_version"] = FORMAT_VERSION
+            f.attrs["mmrebal_version"] = __version__
+            f.attrs["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+            for key, value in attrs.items():
+                f.attrs[key] = attr_value(value)
+            f.create_dataset("label", data=np.array([e.label for e in entries], dtype=np.int64))
+            f.create_dataset("split", data=np.array([e.split.encode() for e in entries]))
+            f.create_dataset("sample_id", data=np.array([e.sample_id.encode() for e in entries]))
+            f.create_dataset("class_names", data=np.array([c.encode() for c in class_names]))
+            arrays = {}
+            for key, value in first.items():
+                group_name = key.split("/", 1)[0]
+                group = f.require_group(group_name)
+                group.attrs["kind"] = modality_kinds[group_name]
+                arrays[key] = f.create_dataset(
+                    key,
+                    shape=(n, *value.shape),
+                    dtype=value.dtype,
+                    chunks=(1, *value.shape),
+                    compression=compression,
+                )
+            for row, entry in enumerate(entries):
+                sample = first if row == 0 else journal.read(entry.sample_id)
+                for key, ds in arrays.items():
+                    value = sample.get(key)
+                    if value is None or value.shape != ds.shape[1:]:
+                        got = None if value is None else value.shape
+                        raise CacheError(
+                            f"{entry.sample_id}: {key} has shape {got}, expected {ds.shape[1:]}; "
+                            "the preset must give every sample the same shape"
+                        )
+                    ds[row] = value
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return out

@@ -1,0 +1,138 @@
+"""The sampler contract shared by the trainer and every data-side method.
+
+Per step a sampler hands the trainer a :class:`Plan` — groups of (split positions, active
+modalities, whether the rows feed the fused loss) — and after the step receives
+:class:`StepFeedback` (per-modality ground-truth confidence sums and losses). Between epochs it may
+ask for a scoring pass over the train split and receives a :class:`ScoreResult`. The trainer and
+the method never know which sampler runs; everything a sampler decides is reported as trace rows.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Group:
+    """Rows (positions in the train split) seen this step with only ``modalities`` active."""
+
+    indices: np.ndarray
+    modalities: tuple[str, ...]
+    fused: bool = True  # whether these rows contribute to the fused loss
+
+
+@dataclass
+class Plan:
+    """One optimisation step's data: the union of its groups, loaded once."""
+
+    groups: list[Group]
+    # Optional loss weights for this step ("fused" and modality names) that the method honours,
+    # e.g. Remix's warm-up 1 / 0.5 / 0.5 and its gamma afterwards. None: the method's own weights.
+    loss_weights: dict[str, float] | None = None
+
+    def layout(self, modalities: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(rows, active[B, m], fused[B])``: unique rows, which modalities each row carries, fused rows."""
+        rows = np.unique(np.concatenate([g.indices for g in self.groups]).astype(np.int64))
+        where = {int(r): i for i, r in enumerate(rows)}
+        active = np.zeros((len(rows), len(modalities)), dtype=bool)
+        fused = np.zeros(len(rows), dtype=bool)
+        for g in self.groups:
+            pos = np.fromiter((where[int(i)] for i in g.indices), dtype=np.int64, count=len(g.indices))
+            for m in g.modalities:
+                active[pos, modalities.index(m)] = True
+            if g.fused:
+                fused[pos] = True
+        return rows, active, fused
+
+    def shard(self, rank: int, world: int) -> Plan:
+        """The part of this plan that DDP rank ``rank`` trains on: a disjoint strided slice of each group."""
+        if world == 1:
+            return self
+        return Plan([Group(g.indices[rank::world], g.modalities, g.fused) for g in self.groups], self.loss_weights)
+
+
+@dataclass
+class StepFeedback:
+    """What the trainer reports after a step, per modality (only modalities that had rows)."""
+
+    epoch: int
+    step: int
+    batch_size: dict[str, int]
+    confidence_sum: dict[str, float]  # sum over the modality's rows of softmax(z^(j))[y]
+    loss: dict[str, float]
+
+
+@dataclass
+class ScoreResult:
+    """A no-grad evaluation pass over the train split, in split-position order."""
+
+    labels: np.ndarray  # [N]
+    probs: dict[str, np.ndarray]  # scope ("fused" or modality) -> [N, C] softmax probabilities
+    losses: dict[str, np.ndarray]  # scope -> [N] per-sample cross-entropy
+
+
+class Sampler(ABC):
+    """Base class: subclasses implement :meth:`plans` and whatever feedback hooks they use.
+
+    ``rng`` is the only source of randomness so that ``state_dict`` makes resume exact.
+    """
+
+    name: str = "sampler"
+
+    def __init__(
+        self,
+        num_samples: int,
+        labels: np.ndarray,
+        modalities: Sequence[str],
+        batch_size: int,
+        epochs: int,
+        seed: int = 0,
+    ) -> None:
+        if len(modalities) < 2:
+            raise ValueError("a multimodal sampler needs at least two modalities")
+        self.num_samples = num_samples
+        self.labels = np.asarray(labels)
+        self.modalities = tuple(modalities)
+        self.batch_size = batch_size
+        self.epochs = epochs
+        self.rng = np.random.default_rng(seed)
+        self.step_rows: list[dict[str, Any]] = []
+        self.sample_rows: list[dict[str, Any]] = []
+
+    @abstractmethod
+    def plans(self, epoch: int) -> Iterator[Plan]:
+        """Yield this epoch's plans lazily, so feedback from step t can shape step t+1."""
+
+    def needs_scoring(self, epoch: int) -> bool:
+        """Whether to run a scoring pass over the train split before ``epoch`` starts."""
+        return False
+
+    def receive_scores(self, epoch: int, result: ScoreResult) -> None:
+        """Scores of the pass asked for by :meth:`needs_scoring`."""
+
+    def feedback(self, fb: StepFeedback) -> None:
+        """Per-step per-modality confidences and losses."""
+
+    def end_epoch(self, epoch: int) -> None:
+        """Called after the epoch's last step (e.g. the DUS policy update)."""
+
+    def drain_step_rows(self) -> list[dict[str, Any]]:
+        """Extra columns for steps.parquet, keyed by ``step`` and ``modality``."""
+        rows, self.step_rows = self.step_rows, []
+        return rows
+
+    def drain_sample_rows(self) -> list[dict[str, Any]]:
+        """Rows for samples.parquet (``epoch``, ``idx``, ``modality`` + sampler columns)."""
+        rows, self.sample_rows = self.sample_rows, []
+        return rows
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rng": self.rng.bit_generator.state}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.rng.bit_generator.state = state["rng"]
