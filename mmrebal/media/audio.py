@@ -1,0 +1,85 @@
+"""Audio as float32 mono at a requested rate: sound files via soundfile, video audio tracks via PyAV.
+
+Both paths resample with the same soxr_hq resampler that ``librosa.load`` uses by default, and only
+when the rates differ, so a wav and the same audio inside a clip give the same waveform.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+
+from mmrebal.media import MediaError
+
+
+@cache
+def _soundfile_suffixes() -> frozenset[str]:
+    import soundfile
+
+    return frozenset("." + ext.lower() for ext in soundfile.available_formats())
+
+
+def read_audio(path: Path, sample_rate: int) -> np.ndarray:
+    """Mono float32 waveform of a sound file or of a video's first audio track at ``sample_rate``."""
+    path = Path(path)
+    if not path.is_file():
+        raise MediaError(f"{path}: no such file; check the path")
+    if path.suffix.lower() in _soundfile_suffixes():
+        wave, rate = _read_soundfile(path)
+    else:
+        wave, rate = _read_track(path)
+    if wave.size == 0:
+        raise MediaError(f"{path}: empty audio (0 samples); re-export the file or drop it from the dataset")
+    return resample(wave, rate, sample_rate)
+
+
+def resample(wave: np.ndarray, rate: int, sample_rate: int) -> np.ndarray:
+    if rate == sample_rate:
+        return np.ascontiguousarray(wave, dtype=np.float32)
+    import librosa
+
+    return librosa.resample(wave, orig_sr=rate, target_sr=sample_rate, res_type="soxr_hq").astype(np.float32)
+
+
+def _read_soundfile(path: Path) -> tuple[np.ndarray, int]:
+    import soundfile
+
+    try:
+        data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+    except (soundfile.LibsndfileError, RuntimeError, OSError) as err:
+        raise MediaError(f"{path}: cannot read audio ({err}); the file is corrupt, re-export it") from None
+    return data.mean(axis=1), int(rate)
+
+
+def _read_track(path: Path) -> tuple[np.ndarray, int]:
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.audio:
+                raise MediaError(f"{path}: the clip has no audio track; use a clip with sound or drop it")
+            stream = container.streams.audio[0]
+            stream.codec_context.thread_count = 1
+            rate = int(stream.codec_context.sample_rate or stream.rate)
+            chunks = [_mono(frame) for frame in container.decode(stream)]
+    except MediaError:
+        raise
+    except (av.FFmpegError, ValueError, OSError) as err:
+        raise MediaError(
+            f"{path}: cannot decode audio ({err}); the file is corrupt or truncated, re-encode it"
+        ) from None
+    if not chunks:
+        return np.zeros(0, np.float32), rate
+    return np.concatenate(chunks), rate
+
+
+def _mono(frame) -> np.ndarray:
+    """PyAV gives [channels, n] (planar) or [1, n * channels] (packed) in the codec's sample type."""
+    samples = frame.to_ndarray()
+    if not frame.format.is_planar:
+        samples = samples.reshape(-1, frame.layout.nb_channels).T
+    if np.issubdtype(samples.dtype, np.integer):
+        samples = samples.astype(np.float32) / float(np.iinfo(samples.dtype).max + 1)
+    return samples.astype(np.float32).mean(axis=0)

@@ -1,0 +1,1 @@
+"""`mmrebal prep`: presets, dataset adapters and the parallel, resumable prep runner."""

@@ -1,0 +1,166 @@
+"""Preprocessing presets: the exact audio/frame settings of the anchor papers' reference code.
+
+Each preset fixes every decoding parameter, so a cache records how it was made (``Preset.params``)
+and two caches built with the same preset are comparable. Shapes follow from the numbers:
+``ogm`` 257x188, ``bss`` 257x1250, ``bss-ks`` 257x1003, ``fbank`` 128x1024, ``avmnist`` 64x63.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from mmrebal.registry import Registry
+
+
+@dataclass(frozen=True)
+class AudioPreset:
+    """How a waveform becomes a float32 [F, T] feature (see ``mmrebal.media.features``).
+
+    kind ``stft``: log(|STFT| + log_eps) with a centred ``window`` (librosa semantics).
+    kind ``mel``: log(mel power + log_eps), librosa's Slaney mel filters.
+    kind ``fbank``: Kaldi fbank; ``n_fft``/``hop_length`` are the frame length/shift in samples
+    (25 ms / 10 ms), the waveform is only trimmed to ``duration_s`` and the frame axis is zero-padded
+    or trimmed to ``num_frames_out`` after the log, as the AST-style loaders do.
+    ``tile``: repeat a short waveform to ``duration_s`` (else zero-pad); ``clip``: clamp to [-1, 1].
+    ``normalize``: (mean, std) applied as (x - mean) / std, or None.
+    """
+
+    sample_rate: int
+    duration_s: float
+    kind: str
+    n_fft: int | None
+    hop_length: int | None
+    n_mels: int | None
+    tile: bool
+    clip: bool
+    normalize: tuple[float, float] | None
+    num_frames_out: int | None
+    window: str = "hann"
+    pad_mode: str = "constant"
+    log_eps: float = 1e-7
+    preemphasis: float = 0.97
+    low_freq: float = 20.0
+
+    @property
+    def num_samples(self) -> int:
+        return round(self.sample_rate * self.duration_s)
+
+    def shape(self) -> tuple[int, int]:
+        """[F, T] of the feature this preset produces."""
+        if self.kind == "fbank":
+            return (int(self.n_mels), int(self.num_frames_out))
+        bins = self.n_mels if self.kind == "mel" else self.n_fft // 2 + 1
+        return (int(bins), 1 + self.num_samples // self.hop_length)
+
+
+@dataclass(frozen=True)
+class FramePreset:
+    """``num_frames`` RGB frames at ``size`` = (H, W); ``fps`` samples the clip at that rate first."""
+
+    num_frames: int
+    size: tuple[int, int]
+    fps: float | None
+
+    def shape(self) -> tuple[int, int, int, int]:
+        return (self.num_frames, *self.size, 3)
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    audio: AudioPreset | None
+    frames: FramePreset | None
+    description: str
+
+    def params(self) -> dict[str, Any]:
+        """Every parameter, flat (``audio_<field>``, ``frames_<field>``), for the cache attributes."""
+        out: dict[str, Any] = {"preset": self.name, "preset_description": self.description}
+        for prefix, part in (("audio", self.audio), ("frames", self.frames)):
+            if part is None:
+                continue
+            for key, value in asdict(part).items():
+                out[f"{prefix}_{key}"] = list(value) if isinstance(value, tuple) else value
+            out[f"{prefix}_shape"] = list(part.shape())
+        return out
+
+    def with_frames(self, num_frames: int) -> Preset:
+        """The same preset with another frame count (``ogm`` documents 2-3 frames as an option)."""
+        if self.frames is None:
+            raise ValueError(f"preset {self.name!r} has no frames")
+        frames = FramePreset(num_frames, self.frames.size, self.frames.fps)
+        return Preset(self.name, self.audio, frames, self.description)
+
+
+PRESETS: Registry[Preset] = Registry("preset")
+
+
+def _crema_audio(seconds: float) -> AudioPreset:
+    return AudioPreset(22050, seconds, "stft", 512, 353, None, True, True, None, None)
+
+
+def _add(preset: Preset) -> None:
+    PRESETS.register(preset.name)(preset)
+
+
+_add(
+    Preset(
+        "ogm",
+        _crema_audio(3.0),
+        FramePreset(1, (224, 224), 1.0),
+        "OGM-GE CREMA-D: 22,050 Hz tiled to 3 s, clipped, log|STFT| 512/353 -> 257x188; 1 frame of the "
+        "1 fps frame list at 224x224.",
+    )
+)
+_add(
+    Preset(
+        "bss",
+        _crema_audio(20.0),
+        FramePreset(1, (224, 224), 1.0),
+        "BSS CREMA-D: as ogm but tiled to 20 s -> 257x1250; 1 frame at 224x224.",
+    )
+)
+_add(
+    Preset(
+        "bss-ks",
+        AudioPreset(35400, 10.0, "stft", 512, 353, None, True, True, None, None),
+        FramePreset(3, (224, 224), None),
+        "BSS Kinetics-Sounds: 35,400 Hz tiled to >= 10 s, first 10 s, log|STFT| 512/353 -> 257x1003; "
+        "3 evenly spaced frames at 224x224.",
+    )
+)
+_KALDI_FRAMES = 1024
+_add(
+    Preset(
+        "fbank",
+        AudioPreset(
+            16000,
+            (400 + 160 * (_KALDI_FRAMES - 1)) / 16000,
+            "fbank",
+            400,
+            160,
+            128,
+            False,
+            False,
+            (-4.503877, 10.282552),
+            _KALDI_FRAMES,
+            window="hanning",
+            log_eps=float(np.finfo(np.float32).eps),
+        ),
+        FramePreset(3, (224, 224), None),
+        "Kaldi fbank (torchaudio.compliance.kaldi semantics): 16 kHz, 128 mel, 25 ms / 10 ms hanning "
+        "frames, no dither, pre-emphasis 0.97, DC removed, power spectrum, log floored at float32 eps, "
+        "1024 frames, normalised (x + 4.503877) / 10.282552; 3 frames at 224x224.",
+    )
+)
+_add(
+    Preset(
+        "avmnist",
+        AudioPreset(22050, 1.0, "mel", 512, 353, 64, False, True, None, None),
+        FramePreset(3, (32, 32), None),
+        "Embedded AV-MNIST: 1 s at 22,050 Hz (zero-padded), log-mel 64 bins, n_fft 512 hop 353 -> 64x63; "
+        "3 evenly spaced frames at 32x32 (sized for CPU training).",
+    )
+)
