@@ -1,0 +1,160 @@
+"""DUS without a learned policy: the heuristic schedule (DUS-H) and the "DUS w/o RL" ablation (DUS-DS)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from mmrebal.samplers import SAMPLERS
+from mmrebal.samplers.base import StepFeedback
+from mmrebal.samplers.dus import UnimodalBatchSampler, _choice, allocate
+
+
+def heuristic_size(
+    epoch: int,
+    epochs: int,
+    batch_size: int,
+    beta: float = 0.5,
+    alpha: float | None = None,
+    indexing: str = "paper",
+) -> int:
+    """f(T) = round(beta * e^(alpha T) * N_B), the dominant modality's batch size in (0-based) ``epoch``.
+
+    ``indexing="paper"``: T = epoch + 1 (Algorithm 1 counts epochs from 1) and alpha = ln(1/beta) / E,
+    so f reaches N_B exactly at the last epoch and starts at beta^((E-1)/E) N_B (32 for N_B = 64,
+    E >= 50). ``indexing="endpoints"``: T = epoch and alpha = ln(1/beta) / (E - 1), so f is exactly
+    beta N_B in the first epoch and N_B in the last. An explicit ``alpha`` overrides either default.
+    """
+    if indexing == "paper":
+        t, a = epoch + 1, math.log(1 / beta) / epochs
+    elif indexing == "endpoints":
+        t, a = epoch, math.log(1 / beta) / max(epochs - 1, 1)
+    else:
+        raise ValueError(f"sampler option indexing={indexing!r} is not one of paper, endpoints")
+    if alpha is not None:
+        a = alpha
+    return int(min(batch_size, max(1, math.floor(beta * math.exp(a * t) * batch_size + 0.5))))
+
+
+@SAMPLERS.register("dus-h")
+class DUSHeuristicSampler(UnimodalBatchSampler):
+    """The dominant modality gets f(T) rows per step, every other modality keeps N_B.
+
+    Options: ``beta`` (0.5), ``alpha`` (default ln(1/beta)/E), ``indexing`` (paper | endpoints, see
+    :func:`heuristic_size`), ``dominant`` (auto, or a modality name to fix it), ``decide``
+    (first: the modality with the highest s^ after the run's first step, which gives every
+    modality N_B rows so the sum-score comparison is fair; the paper identifies the dominant modality
+    at the beginning and its monotone schedule assumes it stays | epoch: re-decided at every epoch
+    start from s^, which with score=sum also reflects the smaller batch the dominant modality got).
+    """
+
+    name = "dus-h"
+
+    def __init__(
+        self,
+        *args: Any,
+        beta: float = 0.5,
+        alpha: float | None = None,
+        indexing: str = "paper",
+        dominant: str = "auto",
+        decide: str = "first",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        if not 0 < beta <= 1:
+            raise ValueError(f"sampler option beta={beta} must be in (0, 1]")
+        self.beta, self.alpha = float(beta), None if alpha is None else float(alpha)
+        self.indexing = _choice("indexing", indexing, ("paper", "endpoints"))
+        self.decide = _choice("decide", decide, ("first", "epoch"))
+        if dominant != "auto":
+            _choice("dominant", dominant, self.modalities)
+        self.fixed = dominant != "auto"
+        self.dominant: str | None = dominant if self.fixed else None
+        self.epoch = 0
+        self.sizes = {m: self.batch_size for m in self.modalities}
+
+    def _apply_schedule(self) -> None:
+        self.sizes = {m: self.batch_size for m in self.modalities}
+        if self.dominant is not None:
+            f = heuristic_size(self.epoch, self.epochs, self.batch_size, self.beta, self.alpha, self.indexing)
+            self.sizes[self.dominant] = f
+
+    def _pick_dominant(self) -> None:
+        if not self.fixed and self.cum.ready:
+            self.dominant = self.modalities[int(np.argmax(self.scores()))]
+
+    def begin_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        if self.decide == "epoch":
+            self._pick_dominant()
+        self._apply_schedule()
+
+    def after_feedback(self, fb: StepFeedback) -> None:
+        if self.dominant is None:
+            self._pick_dominant()
+            self._apply_schedule()
+
+    def trace_extras(self, modality: str) -> dict[str, Any]:
+        return {"dominant": modality == self.dominant}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "dominant": self.dominant, "epoch": self.epoch}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.dominant, self.epoch = state["dominant"], int(state["epoch"])
+
+
+def inverse_proportions(scores: np.ndarray) -> np.ndarray:
+    """a~^(j) = (S - s^(j)) / ((m - 1) S), S = sum_k s^(k): the weaker modality gets more.
+
+    For two modalities this swaps the score shares (a~_audio = s_video / S). All-zero scores give N_B/m.
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    total = s.sum()
+    if total <= 0:
+        return np.full(len(s), 1.0 / len(s))
+    return (total - s) / ((len(s) - 1) * total)
+
+
+@SAMPLERS.register("dus-ds")
+class DUSDiscrepancySampler(UnimodalBatchSampler):
+    """ "DUS w/o RL": proportions straight from the discrepancy scores via :func:`inverse_proportions`.
+
+    Options: ``update`` (epoch: recomputed after each epoch, Algorithm 1's cadence | step), plus
+    ``cumulative=False`` for "w/o CS" (the latest s_t instead of s^). Starts at N_B/m each.
+    """
+
+    name = "dus-ds"
+
+    def __init__(self, *args: Any, update: str = "epoch", **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.update = _choice("update", update, ("epoch", "step"))
+        self.proportions = np.full(len(self.modalities), 1.0 / len(self.modalities))
+
+    def _recompute(self) -> None:
+        if self.cum.ready:
+            self.proportions = inverse_proportions(self.scores())
+            self.sizes = dict(
+                zip(self.modalities, allocate(self.batch_size, self.proportions).tolist(), strict=True)
+            )
+
+    def after_feedback(self, fb: StepFeedback) -> None:
+        if self.update == "step":
+            self._recompute()
+
+    def end_epoch(self, epoch: int) -> None:
+        if self.update == "epoch":
+            self._recompute()
+
+    def trace_extras(self, modality: str) -> dict[str, Any]:
+        return {"policy_prob": float(self.proportions[self.modalities.index(modality)])}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "proportions": self.proportions.copy()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.proportions = np.asarray(state["proportions"], dtype=np.float64).copy()
