@@ -1,0 +1,121 @@
+"""The method contract: a model-side method owns a whole optimisation step.
+
+``train_step`` does forward, backward and ``optimizer.step()`` itself because methods differ exactly
+there: OGM-GE edits gradients between backward and step, MLA alternates one step per modality. The
+trainer only builds the batch, ``active[B, m]`` and ``fused[B]`` from the sampler's plan, and reads
+the returned :class:`StepResult` (per-modality confidence sums are the OGM/DUS discrepancy scores).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mmrebal.models.model import Batch, ModelOutput, MultimodalModel
+
+
+@dataclass
+class ModalityStats:
+    batch_size: int  # rows where the modality was active
+    confidence_sum: float  # sum over those rows of softmax(unimodal logits)[y]
+    loss: float  # mean unimodal cross-entropy over those rows
+
+
+@dataclass
+class StepResult:
+    loss: float  # the total loss that was back-propagated (NaN/inf: the step was skipped)
+    modality: dict[str, ModalityStats]  # only modalities that had rows this step
+    extra: dict[str, float] = field(default_factory=dict)  # method diagnostics, e.g. OGM-GE k and rho
+
+
+@dataclass
+class StepContext:
+    """What a step needs besides data. ``autocast`` is a context manager, or a zero-argument factory of
+    one (``functools.partial(torch.autocast, "cuda", dtype=torch.bfloat16)``); MLA enters it once per
+    modality, so use :meth:`amp` to get it."""
+
+    epoch: int
+    step: int
+    loss_weights: dict[str, float] | None = None
+    autocast: AbstractContextManager | Callable[[], AbstractContextManager] = contextlib.nullcontext
+
+    def amp(self) -> AbstractContextManager:
+        if isinstance(self.autocast, AbstractContextManager):
+            return self.autocast  # type: ignore[return-value]
+        return self.autocast()  # type: ignore[operator]
+
+
+def unwrap(model: nn.Module) -> MultimodalModel:
+    """The :class:`MultimodalModel` inside a DDP wrapper (or the model itself)."""
+    return getattr(model, "module", model)
+
+
+def masked_ce(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor | None:
+    """Mean cross-entropy over the rows of ``mask`` (None when it selects no row)."""
+    if not bool(mask.any()):
+        return None
+    return F.cross_entropy(logits[mask].float(), labels[mask])
+
+
+def modality_stats(
+    logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor, loss: torch.Tensor
+) -> ModalityStats:
+    with torch.no_grad():
+        probs = logits[mask].float().softmax(dim=1)
+        confidence = probs.gather(1, labels[mask].unsqueeze(1)).sum()
+    return ModalityStats(int(mask.sum()), float(confidence), float(loss.detach()))
+
+
+def step_if_finite(loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> bool:
+    """Step only on a finite loss, so a NaN never reaches the weights (the trainer then stops)."""
+    if not bool(torch.isfinite(loss.detach())):
+        optimizer.zero_grad(set_to_none=True)
+        return False
+    optimizer.step()
+    return True
+
+
+class Method(ABC):
+    """Base class; subclasses take their options as keyword arguments (``--method-opt KEY=VALUE``)."""
+
+    name = "method"
+
+    def __init__(self, modalities: Sequence[str]) -> None:
+        if len(modalities) < 2:
+            raise ValueError("a multimodal method needs at least two modalities")
+        self.modalities = list(modalities)
+
+    @abstractmethod
+    def train_step(
+        self,
+        model: nn.Module,
+        batch: Batch,
+        active: torch.Tensor,
+        fused: torch.Tensor,
+        optimizer: torch.optim.Optimizer,
+        ctx: StepContext,
+    ) -> StepResult:
+        """One optimisation step on ``batch``; ``active`` bool [B, m], ``fused`` bool [B]."""
+
+    def predict(self, model: nn.Module, batch: Batch) -> ModelOutput:
+        """Evaluation output (no grad and eval mode are the caller's job)."""
+        return model(batch)
+
+    def losses_are_finite(self, result: StepResult) -> bool:
+        return math.isfinite(result.loss) and all(math.isfinite(s.loss) for s in result.modality.values())
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state:
+            raise ValueError(f"method {self.name!r} keeps no state but the checkpoint has {', '.join(state)}")

@@ -1,0 +1,127 @@
+"""``ogm-ge``: On-the-fly Gradient Modulation with Generalization Enhancement (Peng et al., CVPR 2022).
+
+Per step, after backward and before the optimizer step, as in the reference ``main.py``:
+
+- score_m = sum over the rows where m is active of softmax(z_m)[y] (z_m: the unimodal logits, for
+  ``concat`` the split-head logits W_m f_m + b/m the reference uses);
+- rho_m = score_m / score_other for two modalities. For m > 2 (a documented generalisation):
+  rho_m = score_m / mean_{k != m} score_k, which equals the two-modality ratio when m = 2;
+- k_m = 1 - tanh(alpha * rho_m) for every m with rho_m > 1 (Eq. 10 of the paper; the reference
+  writes tanh(alpha * relu(rho))), 1 otherwise. ``coefficient="shifted"`` uses
+  1 - tanh(alpha * relu(rho_m - 1)) instead, continuous at rho = 1 (not the paper's);
+- only while ``modulation_starts <= epoch <= modulation_ends`` (inclusive, as the reference): each
+  selected gradient g of modality m's encoder becomes g * k_m (``mode="OGM"``), or, with GE
+  (``mode="OGM_GE"``), g * k_m + N(0, (std(g) + 1e-8)^2) with the std of the *unscaled* gradient —
+  for every modality, the non-dominant one (k = 1) too, exactly as the reference.
+
+``params="conv"`` (default) selects the 4-D (convolution) weights, which is what the reference
+modulates; ``params="all"`` selects every parameter of the encoder (needed for transformer encoders,
+which have no 4-D weight). The loss is the reference's CE(fused) alone (``unimodal_weight=0``);
+samplers that feed unimodal-only rows (DUS) need ``unimodal_weight`` > 0 for those rows to count.
+
+Noise comes from a generator seeded by (``seed``, step), so it is identical on every DDP rank and
+after resume; under DDP the scores are summed over ranks (the global batch) before the ratio.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from mmrebal.methods import METHODS
+from mmrebal.methods.base import ModalityStats, StepContext, unwrap
+from mmrebal.methods.joint import WeightedLoss
+
+
+def discrepancy_ratios(scores: dict[str, float]) -> dict[str, float]:
+    """rho_m = score_m / mean of the other modalities' scores (score_m / score_other for two)."""
+    names = list(scores)
+    ratios = {}
+    for m in names:
+        others = [scores[k] for k in names if k != m]
+        ratios[m] = scores[m] / (sum(others) / len(others))
+    return ratios
+
+
+def modulation_coefficients(
+    ratios: dict[str, float], alpha: float, shifted: bool = False
+) -> dict[str, float]:
+    """k_m = 1 - tanh(alpha * rho_m) where rho_m > 1 (shifted: rho_m - 1), else 1."""
+    return {
+        m: 1.0 - math.tanh(alpha * (r - 1.0 if shifted else r)) if r > 1 else 1.0 for m, r in ratios.items()
+    }
+
+
+@METHODS.register("ogm-ge")
+class OGMGE(WeightedLoss):
+    name = "ogm-ge"
+
+    def __init__(
+        self,
+        modalities: Sequence[str],
+        alpha: float = 0.1,
+        modulation_starts: int = 0,
+        modulation_ends: int = 50,
+        mode: str = "OGM_GE",
+        params: str = "conv",
+        coefficient: str = "paper",
+        fused_weight: float = 1.0,
+        unimodal_weight: float | dict[str, float] = 0.0,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(modalities, fused_weight, unimodal_weight)
+        if mode not in ("OGM_GE", "OGM"):
+            raise ValueError(f"ogm-ge mode must be 'OGM_GE' or 'OGM', not {mode!r}")
+        if params not in ("conv", "all"):
+            raise ValueError(f"ogm-ge params must be 'conv' or 'all', not {params!r}")
+        if coefficient not in ("paper", "shifted"):
+            raise ValueError(f"ogm-ge coefficient must be 'paper' or 'shifted', not {coefficient!r}")
+        self.alpha = float(alpha)
+        self.starts = int(modulation_starts)
+        self.ends = int(modulation_ends)
+        self.mode = mode
+        self.params = params
+        self.shifted = coefficient == "shifted"
+        self.seed = int(seed)
+
+    def _global_scores(self, stats: dict[str, ModalityStats]) -> dict[str, float]:
+        scores = torch.tensor([stats[m].confidence_sum if m in stats else 0.0 for m in self.modalities])
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            device = "cuda" if dist.get_backend() == "nccl" else "cpu"
+            scores = scores.to(device)
+            dist.all_reduce(scores)
+        return dict(zip(self.modalities, scores.tolist(), strict=True))
+
+    def after_backward(
+        self, model: nn.Module, stats: dict[str, ModalityStats], ctx: StepContext
+    ) -> dict[str, float]:
+        scores = self._global_scores(stats)
+        if min(scores.values()) <= 0:  # a modality without rows: no ratio this step
+            return {}
+        ratios = discrepancy_ratios(scores)
+        coeffs = modulation_coefficients(ratios, self.alpha, self.shifted)
+        extra = {**{f"rho/{m}": r for m, r in ratios.items()}, **{f"k/{m}": k for m, k in coeffs.items()}}
+        if self.starts <= ctx.epoch <= self.ends:
+            self.modulate(unwrap(model), coeffs, ctx.step)
+        return extra
+
+    def modulate(self, model: nn.Module, coeffs: dict[str, float], step: int) -> None:
+        """Scale (and with GE, perturb) the selected encoder gradients in place."""
+        generator: torch.Generator | None = None
+        for m in self.modalities:
+            for p in model.encoder(m).parameters():
+                if p.grad is None or (self.params == "conv" and p.grad.dim() != 4):
+                    continue
+                if self.mode == "OGM":
+                    p.grad.mul_(coeffs[m])
+                    continue
+                grad = p.grad
+                if generator is None or generator.device != grad.device:
+                    generator = torch.Generator(device=grad.device).manual_seed(self.seed * 1_000_003 + step)
+                std = float(grad.std()) + 1e-8 if grad.numel() > 1 else 1e-8
+                noise = torch.randn(grad.shape, generator=generator, device=grad.device, dtype=grad.dtype)
+                grad.mul_(coeffs[m]).add_(noise, alpha=std)

@@ -1,0 +1,70 @@
+"""``unimodal``: train and evaluate one modality alone (the unimodal rows of the papers' tables).
+
+Only ``modality``'s encoder runs (the others are masked out at feature level, so they are never
+encoded), the loss is CE of its unimodal logits, and at evaluation its logits are also the fused
+logits. ``predict`` returns unimodal logits for that modality only, so scoring reports the scopes
+``fused`` and ``modality``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from mmrebal.methods import METHODS
+from mmrebal.methods.base import Method, StepContext, StepResult, masked_ce, modality_stats, step_if_finite
+from mmrebal.models.model import Batch, ModelOutput
+
+
+@METHODS.register("unimodal")
+class Unimodal(Method):
+    name = "unimodal"
+
+    def __init__(self, modalities: Sequence[str], modality: str | None = None) -> None:
+        super().__init__(modalities)
+        if modality not in self.modalities:
+            raise ValueError(
+                f"method 'unimodal' needs --method-opt modality=NAME with one of {', '.join(self.modalities)}"
+            )
+        self.modality = modality
+        self.index = self.modalities.index(modality)
+
+    def _only(self, active: torch.Tensor) -> torch.Tensor:
+        only = torch.zeros_like(active)
+        only[:, self.index] = active[:, self.index]
+        return only
+
+    def train_step(
+        self,
+        model: nn.Module,
+        batch: Batch,
+        active: torch.Tensor,
+        fused: torch.Tensor,
+        optimizer: torch.optim.Optimizer,
+        ctx: StepContext,
+    ) -> StepResult:
+        labels = batch["label"]
+        only = self._only(active)
+        mask = only[:, self.index].to(labels.device)
+        optimizer.zero_grad(set_to_none=True)
+        with ctx.amp():
+            out = model(batch, only)
+        logits = out.unimodal_logits[self.modality]
+        ce = masked_ce(logits, labels, mask)
+        if ce is None:
+            return StepResult(0.0, {})
+        weight = (ctx.loss_weights or {}).get(self.modality, 1.0)
+        loss = weight * ce
+        loss.backward()
+        step_if_finite(loss, optimizer)
+        return StepResult(float(loss.detach()), {self.modality: modality_stats(logits, labels, mask, ce)})
+
+    def predict(self, model: nn.Module, batch: Batch) -> ModelOutput:
+        size = int(batch["label"].shape[0])
+        only = torch.zeros(size, len(self.modalities), dtype=torch.bool)
+        only[:, self.index] = True
+        out = model(batch, only)
+        logits = out.unimodal_logits[self.modality]
+        return ModelOutput({self.modality: out.features[self.modality]}, {self.modality: logits}, logits)
