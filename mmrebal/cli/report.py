@@ -1,0 +1,43 @@
+"""`mmrebal report`: paper-style tables and figures from run or sweep directories."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def report_command(
+    dirs: list[Path] = typer.Argument(..., help="Run directories, or sweep directories holding them."),
+    out: Path | None = typer.Option(
+        None, "--out", "-o", help="Report file (default report.md / report.csv / report.tex here)."
+    ),
+    split: str = typer.Option("test", help="Split whose selected-checkpoint metrics are tabulated."),
+    metric: str = typer.Option("acc,map,f1", help="Comma-separated metrics: acc, map, f1."),
+    fmt: str = typer.Option(
+        "md", "--format", help="md (full report with figures), csv or latex (main table)."
+    ),
+) -> None:
+    """Group runs that differ only by seed and write mean ± std tables (and figures, for md)."""
+    from rich.console import Console
+    from rich.markup import escape
+
+    from mmrebal.report import FORMATS, ReportError, parse_metrics, write_report
+    from mmrebal.report.tables import to_markdown
+
+    err = Console(stderr=True)
+    try:
+        metrics = parse_metrics(metric)
+        if fmt not in FORMATS:
+            raise ReportError(f"--format {fmt!r} is unknown; choose from {', '.join(FORMATS)}")
+        outcome = write_report(
+            dirs, out or Path(f"report{FORMATS[fmt]}"), split=split, metrics=metrics, fmt=fmt
+        )
+    except ReportError as exc:
+        err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
+        raise typer.Exit(2) from None
+    for warning in outcome.warnings:
+        err.print(f"[yellow]warning:[/yellow] {escape(warning)}", highlight=False)
+    typer.echo(to_markdown(outcome.main))
+    drawn = sum(f.path is not None for f in outcome.figures)
+    err.print(f"wrote {outcome.path}" + (f" and {drawn} figure(s)" if drawn else ""), highlight=False)

@@ -1,0 +1,204 @@
+"""The report's figures (DUS paper, Figures 4-5, and the Remix/BSS data-use plots) as PNG files.
+
+Built on ``matplotlib.figure.Figure`` directly, without pyplot, so nothing depends on a display or
+on global backend state. A curve of a group is the mean over its seeds at each step (or epoch). Each
+builder returns a :class:`FigureResult`; when no run carries the data it says why instead of drawing.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from mmrebal.report.runs import Run, RunGroup
+
+
+@dataclass(frozen=True)
+class FigureResult:
+    title: str
+    path: Path | None  # None: skipped
+    note: str  # the caption, or why the figure was skipped
+
+
+def _save(fig: Figure, path: Path) -> None:
+    """Atomic write: a reader never sees half a PNG."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    os.replace(tmp, path)
+
+
+def _panels(count: int) -> tuple[Figure, list[Axes]]:
+    cols = min(count, 3)
+    rows = math.ceil(count / cols)
+    fig = Figure(figsize=(4.8 * cols, 3.4 * rows), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False).ravel().tolist()
+    for ax in axes[count:]:
+        ax.set_visible(False)
+    return fig, axes[:count]
+
+
+def _seed_mean(frames: list[pl.DataFrame], keys: list[str], value: str) -> pl.DataFrame:
+    return pl.concat(frames, how="vertical_relaxed").group_by(keys).agg(pl.col(value).mean()).sort(keys)
+
+
+def _step_frames(group: RunGroup, column: str) -> list[pl.DataFrame]:
+    """Each run's ``step, modality, column`` rows where ``column`` exists and is not null."""
+    frames = []
+    for run in group.runs:
+        steps = run.steps
+        if steps is not None and column in steps.columns:
+            rows = steps.select("step", "modality", column).drop_nulls(column)
+            if rows.height:
+                frames.append(rows)
+    return frames
+
+
+def _title(group: RunGroup) -> str:
+    return f"{group.label} · {group.dataset} (n={len(group.runs)})"
+
+
+def batch_size_figure(groups: list[RunGroup], path: Path) -> FigureResult:
+    """Per-modality batch size over training for DUS runs (DUS paper, Figure 4)."""
+    title = "Batch size per modality (DUS)"
+    chosen = [
+        (g, f) for g in groups if g.sampler.startswith("dus") for f in [_step_frames(g, "batch_size")] if f
+    ]
+    if not chosen:
+        return FigureResult(title, None, "skipped: no DUS run recorded `batch_size` in steps.parquet")
+    fig, axes = _panels(len(chosen))
+    for ax, (group, frames) in zip(axes, chosen, strict=True):
+        curve = _seed_mean(frames, ["step", "modality"], "batch_size")
+        for modality in sorted(curve["modality"].unique().to_list()):
+            rows = curve.filter(pl.col("modality") == modality)
+            ax.plot(rows["step"], rows["batch_size"], label=modality, linewidth=1.2)
+        ax.set(title=_title(group), xlabel="training step", ylabel="batch size (samples)")
+        ax.legend(title="modality")
+    _save(fig, path)
+    return FigureResult(title, path, "samples of each modality per optimisation step, mean over seeds")
+
+
+def discrepancy_figure(groups: list[RunGroup], path: Path) -> FigureResult:
+    """Cumulative discrepancy per modality with the gap between modalities shaded (DUS paper, Figure 5)."""
+    title = "Cumulative discrepancy per modality"
+    chosen = [(g, f) for g in groups for f in [_step_frames(g, "cum_discrepancy")] if f]
+    if not chosen:
+        return FigureResult(title, None, "skipped: no run recorded `cum_discrepancy` in steps.parquet")
+    fig, axes = _panels(len(chosen))
+    for ax, (group, frames) in zip(axes, chosen, strict=True):
+        curve = _seed_mean(frames, ["step", "modality"], "cum_discrepancy")
+        wide = curve.pivot(on="modality", index="step", values="cum_discrepancy").sort("step").drop_nulls()
+        modalities = sorted(c for c in wide.columns if c != "step")
+        for modality in modalities:
+            ax.plot(wide["step"], wide[modality], label=modality, linewidth=1.2)
+        if len(modalities) > 1:
+            low = wide.select(pl.min_horizontal(modalities)).to_series()
+            high = wide.select(pl.max_horizontal(modalities)).to_series()
+            ax.fill_between(wide["step"], low, high, alpha=0.2, color="grey", label="gap")
+        ax.set(title=_title(group), xlabel="training step", ylabel="cumulative discrepancy")
+        ax.legend(title="modality")
+    _save(fig, path)
+    note = "Eq. 3 of DUS over the per-step true-class confidence sums, mean over seeds; shaded: gap"
+    return FigureResult(title, path, note)
+
+
+def _remix_shares(run: Run) -> pl.DataFrame | None:
+    """``epoch, modality, share`` (percent of the epoch's scored samples assigned to each modality).
+
+    ``assigned`` is either the modality a sample was assigned to (text), or, with one row per
+    sample and modality, whether it was assigned to that row's modality (bool).
+    """
+    samples = run.samples
+    if samples is None or "assigned" not in samples.columns:
+        return None
+    total = samples.group_by("epoch").agg(pl.col("idx").n_unique().alias("total"))
+    if samples.schema["assigned"] == pl.Boolean:
+        hits = samples.filter(pl.col("assigned")).group_by("epoch", "modality")
+    else:
+        hits = (
+            samples.drop_nulls("assigned")
+            .unique(["epoch", "idx"])
+            .with_columns(pl.col("assigned").cast(pl.Utf8).alias("modality"))
+            .group_by("epoch", "modality")
+        )
+    counts = hits.agg(pl.col("idx").n_unique().alias("count")).join(total, on="epoch")
+    shares = counts.select("epoch", "modality", (100.0 * pl.col("count") / pl.col("total")).alias("share"))
+    return shares if shares.height else None
+
+
+def _bss_used(run: Run) -> pl.DataFrame | None:
+    """``epoch, used`` (percent of the epoch's scored samples trained on)."""
+    samples = run.samples
+    if samples is None or "used" not in samples.columns:
+        return None
+    per_sample = samples.group_by("epoch", "idx").agg(pl.col("used").cast(pl.Boolean).any())
+    used = per_sample.group_by("epoch").agg((100.0 * pl.col("used").mean()).alias("used"))
+    return used if used.height else None
+
+
+def _per_run(group: RunGroup, extract: Callable[[Run], pl.DataFrame | None]) -> list[pl.DataFrame]:
+    return [f for f in (extract(run) for run in group.runs) if f is not None]
+
+
+def remix_figure(groups: list[RunGroup], path: Path) -> FigureResult:
+    """Share of the train samples Remix assigned to each modality, per epoch (stacked bars)."""
+    title = "Remix assignment share per modality"
+    chosen = [(g, f) for g in groups for f in [_per_run(g, _remix_shares)] if f]
+    if not chosen:
+        return FigureResult(title, None, "skipped: no run recorded `assigned` in samples.parquet")
+    fig, axes = _panels(len(chosen))
+    for ax, (group, frames) in zip(axes, chosen, strict=True):
+        shares = _seed_mean(frames, ["epoch", "modality"], "share")
+        bottom: dict[int, float] = {}
+        for modality in sorted(shares["modality"].unique().to_list()):
+            rows = shares.filter(pl.col("modality") == modality)
+            epochs, values = rows["epoch"].to_list(), rows["share"].to_list()
+            base = [bottom.get(e, 0.0) for e in epochs]
+            ax.bar(epochs, values, bottom=base, label=modality, width=0.8)
+            for e, v in zip(epochs, values, strict=True):
+                bottom[e] = bottom.get(e, 0.0) + v
+        ax.set(title=_title(group), xlabel="epoch", ylabel="assigned share (% of train samples)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.legend(title="modality", loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    _save(fig, path)
+    return FigureResult(title, path, "which modality each train sample was assigned to, mean over seeds")
+
+
+def bss_figure(groups: list[RunGroup], path: Path) -> FigureResult:
+    """Fraction of the train data BSS trained on per epoch, one line per group."""
+    title = "BSS fraction of data used"
+    chosen = [(g, f) for g in groups for f in [_per_run(g, _bss_used)] if f]
+    if not chosen:
+        return FigureResult(title, None, "skipped: no run recorded `used` in samples.parquet")
+    fig = Figure(figsize=(6.0, 3.8), layout="constrained")
+    ax = fig.subplots()
+    for group, frames in chosen:
+        used = pl.concat(frames).group_by("epoch").agg(pl.col("used").mean()).sort("epoch")
+        ax.plot(used["epoch"], used["used"], marker="o", label=f"{group.label} · {group.dataset}")
+    ax.set(xlabel="epoch", ylabel="data used (% of train samples)", ylim=(0, 105))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.legend(title="group")
+    _save(fig, path)
+    return FigureResult(
+        title, path, "share of the scored train samples trained on each epoch, mean over seeds"
+    )
+
+
+FIGURES: dict[str, Callable[[list[RunGroup], Path], FigureResult]] = {
+    "batch-size": batch_size_figure,
+    "discrepancy": discrepancy_figure,
+    "remix-assignment": remix_figure,
+    "bss-used": bss_figure,
+}
+
+
+def write_figures(groups: list[RunGroup], directory: Path, stem: str) -> list[FigureResult]:
+    """Every figure as ``<stem>-<name>.png`` in ``directory`` (next to the markdown)."""
+    return [build(groups, directory / f"{stem}-{name}.png") for name, build in FIGURES.items()]

@@ -1,0 +1,257 @@
+"""The report's tables as a small neutral model, and its markdown, CSV and LaTeX renderings.
+
+Metric values are percentages (the traces hold fractions in [0, 1]); a cell is the mean over a
+group's seeds ± the sample standard deviation (ddof = 1), with the number of seeds in an ``n`` column.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from dataclasses import dataclass, field
+
+import polars as pl
+
+from mmrebal.report.runs import RunGroup, group_order, unimodal_label
+
+# ``--metric`` names -> metrics.parquet columns, and how the papers head them.
+METRIC_COLUMNS = {"acc": "acc", "map": "map", "f1": "macro_f1", "macro_f1": "macro_f1"}
+METRIC_TITLES = {"acc": "Acc", "map": "MAP", "macro_f1": "Macro-F1"}
+DASH = "–"
+
+
+@dataclass(frozen=True)
+class Stat:
+    mean: float
+    std: float | None  # None with a single value
+    n: int
+    digits: int = 2
+
+    def text(self) -> str:
+        if self.std is None or math.isnan(self.std):
+            return f"{self.mean:.{self.digits}f}"
+        return f"{self.mean:.{self.digits}f} ± {self.std:.{self.digits}f}"
+
+    @property
+    def rounded(self) -> float:
+        return round(self.mean, self.digits)
+
+
+@dataclass
+class Cell:
+    text: str = DASH
+    stat: Stat | None = None
+    rank: int | None = None  # 1 = best in its column (bold), 2 = second (underlined)
+    below_unimodal: bool = False  # mean under the best unimodal row of its column (†)
+
+
+@dataclass
+class Table:
+    title: str
+    header: list[str]
+    rows: list[list[Cell]]
+    notes: list[str] = field(default_factory=list)
+
+
+def stat_of(values: list[float], digits: int = 2) -> Stat | None:
+    clean = [v for v in values if v is not None and not math.isnan(v)]
+    if not clean:
+        return None
+    series = pl.Series(clean, dtype=pl.Float64)
+    std = series.std() if len(clean) > 1 else None
+    return Stat(float(series.mean()), None if std is None else float(std), len(clean), digits)
+
+
+def metric_stats(group: RunGroup, split: str, metrics: list[str]) -> dict[str, dict[str, Stat]]:
+    """``scope -> metric column -> Stat`` (percent) over the group's selected ``split`` rows."""
+    frames = [
+        f for f in (run.selected_metrics(split).select("scope", *metrics) for run in group.runs) if f.height
+    ]
+    out: dict[str, dict[str, Stat]] = {}
+    if not frames:
+        return out
+    rows = pl.concat(frames, how="vertical_relaxed")
+    for scope in rows["scope"].unique(maintain_order=True).to_list():
+        scoped = rows.filter(pl.col("scope") == scope)
+        per_metric = {m: stat_of([100.0 * v for v in scoped[m].to_list() if v is not None]) for m in metrics}
+        out[scope] = {m: s for m, s in per_metric.items() if s is not None}
+    return out
+
+
+def main_table(groups: list[RunGroup], split: str, metrics: list[str]) -> Table:
+    """Rows = sampler/method (unimodal rows on top), columns = dataset x metric of the fused scope.
+
+    A ``unimodal`` group contributes one row per modality it scored ("Unimodal (audio)").
+    """
+    datasets = sorted({g.dataset for g in groups})
+    stats = {id(g): metric_stats(g, split, metrics) for g in groups}
+    unimodal: dict[str, dict[str, tuple[RunGroup, str]]] = {}
+    multimodal: dict[str, dict[str, tuple[RunGroup, str]]] = {}
+    for g in sorted(groups, key=group_order):
+        scopes = stats[id(g)]
+        if g.method == "unimodal":
+            for scope in sorted(s for s in scopes if s != "fused") or ["fused"]:
+                label = unimodal_label(g, scope)
+                unimodal.setdefault(label, {})[g.dataset] = (g, scope)
+        else:
+            multimodal.setdefault(g.label, {})[g.dataset] = (g, "fused")
+    header = ["Method"]
+    for d in datasets:
+        header += [f"{d} n"] + [f"{d} {METRIC_TITLES[m]}" for m in metrics]
+    rows: list[list[Cell]] = []
+    for label, by_dataset in [*unimodal.items(), *multimodal.items()]:
+        row = [Cell(label)]
+        for d in datasets:
+            entry = by_dataset.get(d)
+            scoped = stats[id(entry[0])].get(entry[1], {}) if entry else {}
+            n = max((s.n for s in scoped.values()), default=0)
+            row.append(Cell(str(n)) if entry else Cell())
+            for m in metrics:
+                s = scoped.get(m)
+                row.append(Cell(s.text(), s) if s else Cell())
+        rows.append(row)
+    metric_cols = [i for i, h in enumerate(header) if i and not h.endswith(" n")]
+    _rank_metric_columns(rows, metric_cols, len(unimodal))
+    notes = [
+        f"{split} split, checkpoint selected on validation; percent, mean ± std over seeds (n seeds).",
+        "**bold** best, <u>underlined</u> second per column; † below the best unimodal row of that column.",
+    ]
+    return Table("Main results", header, rows, notes)
+
+
+def _rank_metric_columns(rows: list[list[Cell]], columns: list[int], unimodal_rows: int) -> None:
+    """Bold the best and underline the second distinct value per column; dagger rows under unimodal."""
+    for col in columns:
+        cells = [r[col] for r in rows if r[col].stat is not None]
+        values = sorted({c.stat.rounded for c in cells if c.stat is not None}, reverse=True)
+        for c in cells:
+            assert c.stat is not None
+            if values and c.stat.rounded == values[0] and len(cells) > 1:
+                c.rank = 1
+            elif len(values) > 1 and c.stat.rounded == values[1]:
+                c.rank = 2
+        unimodal = [r[col].stat.rounded for r in rows[:unimodal_rows] if r[col].stat is not None]
+        if not unimodal:
+            continue
+        for r in rows[unimodal_rows:]:
+            if r[col].stat is not None and r[col].stat.rounded < max(unimodal):
+                r[col].below_unimodal = True
+
+
+def modality_table(groups: list[RunGroup], dataset: str, split: str, metrics: list[str]) -> Table:
+    """The papers' ablation layout: fused and each modality's head, per group, for one dataset."""
+    chosen = sorted((g for g in groups if g.dataset == dataset), key=group_order)
+    stats = {id(g): metric_stats(g, split, metrics) for g in chosen}
+    modalities = sorted({s for g in chosen for s in stats[id(g)] if s != "fused"})
+    scopes = ["fused", *modalities]
+    header = ["Method", "n"] + [f"{scope} {METRIC_TITLES[m]}" for scope in scopes for m in metrics]
+    rows = []
+    for g in chosen:
+        row = [Cell(g.label), Cell(str(len(g.runs)))]
+        for scope in scopes:
+            for m in metrics:
+                s = stats[id(g)].get(scope, {}).get(m)
+                row.append(Cell(s.text(), s) if s else Cell())
+        rows.append(row)
+    notes = [f"{split} split; `fused` is the multimodal prediction, a modality column its own head."]
+    return Table(f"Per-modality results: {dataset}", header, rows, notes)
+
+
+def cost_table(groups: list[RunGroup]) -> Table:
+    """Training cost from ``summary.json``: wall time, throughput, epochs and the selected epoch."""
+    header = ["Method", "Dataset", "n", "Wall time (s)", "Train samples/s", "Epochs", "Best epoch"]
+    rows = []
+    for g in sorted(groups, key=lambda g: (g.dataset, group_order(g))):
+        summaries = [r.summary for r in g.runs]
+        wall = stat_of([s.get("wall_time_s") for s in summaries], digits=1)
+        speed = stat_of([s.get("train_samples_per_s") for s in summaries], digits=1)
+        rows.append(
+            [
+                Cell(g.label),
+                Cell(g.dataset),
+                Cell(str(len(g.runs))),
+                Cell(wall.text(), wall) if wall else Cell(),
+                Cell(speed.text(), speed) if speed else Cell(),
+                Cell(_values(summaries, "epochs")),
+                Cell(_values(summaries, "best_epoch")),
+            ]
+        )
+    notes = ["Mean ± std over seeds; epochs and best epoch listed per seed."]
+    return Table("Training cost", header, rows, notes)
+
+
+def _values(summaries: list[dict], key: str) -> str:
+    values = [str(s[key]) for s in summaries if s.get(key) is not None]
+    return ", ".join(values) if values else DASH
+
+
+def _decorated(cell: Cell, bold: tuple[str, str], under: tuple[str, str], dagger: str) -> str:
+    text = cell.text
+    if cell.rank == 1:
+        text = f"{bold[0]}{text}{bold[1]}"
+    elif cell.rank == 2:
+        text = f"{under[0]}{text}{under[1]}"
+    return text + (dagger if cell.below_unimodal else "")
+
+
+def to_markdown(table: Table, level: int = 2) -> str:
+    lines = [f"{'#' * level} {table.title}", ""]
+    lines.append("| " + " | ".join(table.header) + " |")
+    lines.append("|" + "|".join([":---"] + ["---:"] * (len(table.header) - 1)) + "|")
+    for row in table.rows:
+        cells = [_decorated(c, ("**", "**"), ("<u>", "</u>"), " †").replace("|", "\\|") for c in row]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    lines += [f"_{note}_" if not note.startswith("**") else note for note in table.notes]
+    return "\n".join(lines) + "\n"
+
+
+_LATEX_ESCAPES = {"&": r"\&", "%": r"\%", "_": r"\_", "#": r"\#", "$": r"\$", "{": r"\{", "}": r"\}"}
+
+
+def _latex_escape(text: str) -> str:
+    return "".join(_LATEX_ESCAPES.get(ch, ch) for ch in text)
+
+
+def to_latex(table: Table) -> str:
+    """A booktabs ``tabular``: best ``\\textbf``, second ``\\underline``, ``$^\\dagger$`` under unimodal."""
+    plain_notes = " ".join(n.replace("**", "").replace("<u>", "").replace("</u>", "") for n in table.notes)
+    lines = [
+        f"% {table.title}; {plain_notes}",
+        r"\begin{tabular}{l" + "r" * (len(table.header) - 1) + "}",
+        r"\toprule",
+        " & ".join(_latex_escape(h) for h in table.header) + r" \\",
+        r"\midrule",
+    ]
+    for row in table.rows:
+        cells = []
+        for c in row:
+            body = _latex_escape(c.text).replace("±", r"$\pm$").replace(DASH, "--")
+            styled = Cell(body, c.stat, c.rank, c.below_unimodal)
+            cells.append(_decorated(styled, (r"\textbf{", "}"), (r"\underline{", "}"), r"$^\dagger$"))
+        lines.append(" & ".join(cells) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(table: Table) -> str:
+    """Plain numbers for spreadsheets: a statistic column becomes ``<name> mean`` and ``<name> std``."""
+    stat_cols = {i for row in table.rows for i, c in enumerate(row) if c.stat is not None}
+    header: list[str] = []
+    for i, name in enumerate(table.header):
+        header += [f"{name} mean", f"{name} std"] if i in stat_cols else [name]
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    for row in table.rows:
+        out: list[str] = []
+        for i, c in enumerate(row):
+            if i in stat_cols and c.stat is None:
+                out += ["", ""]
+            elif i in stat_cols:
+                out += [repr(c.stat.mean), "" if c.stat.std is None else repr(c.stat.std)]
+            else:
+                out.append("" if c.text == DASH else c.text)
+        writer.writerow(out)
+    return buf.getvalue()
