@@ -1,0 +1,1 @@
+"""The training engine: config, the trainer loop with hooks, checkpoints, traces and DDP."""

@@ -1,0 +1,224 @@
+"""``TrainConfig``: every option of ``mmrebal train``, its presets and its YAML form.
+
+Resolution order (later wins): the dataclass defaults, the preset, the ``--config`` YAML file, the
+command-line flags that were given. A run's resolved ``config.yaml`` is itself a valid ``--config``
+file (its informational ``cache_attrs`` and ``versions`` sections are ignored on reading).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mmrebal import __version__
+
+# Presets reproduce the anchors' training set-ups; `cpu` is sized for the default avmnist cache on
+# 2 CPU cores (small CNN encoders at ~230 samples/s, a few epochs, whole split preloaded).
+TRAIN_PRESETS: dict[str, dict[str, Any]] = {
+    "cpu": {
+        "encoders": "cnn", "feature_dim": 128, "batch_size": 64, "epochs": 4,
+        "optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0, "scheduler": "none", "preload": True,
+    },
+    "ogm": {  # OGM-GE: SGD 1e-3, momentum 0.9, wd 1e-4, StepLR(70, 0.1), batch 64, ResNet18
+        "encoders": "resnet18", "feature_dim": 512, "batch_size": 64, "epochs": 100,
+        "optimizer": "sgd", "lr": 1e-3, "momentum": 0.9, "weight_decay": 1e-4,
+        "scheduler": "step", "step_size": 70, "gamma": 0.1, "preload": False,
+    },
+    "remix": {  # Remix: Adam 5e-5, StepLR(30, 0.1), ResNet18
+        "encoders": "resnet18", "feature_dim": 512, "batch_size": 64, "epochs": 100,
+        "optimizer": "adam", "lr": 5e-5, "weight_decay": 0.0,
+        "scheduler": "step", "step_size": 30, "gamma": 0.1, "preload": False,
+    },
+    "bss": {  # BSS (CREMA-D, on the OGM-GE code base): SGD 1e-2, momentum 0.9, wd 1e-4, batch 32
+        "encoders": "resnet18", "feature_dim": 512, "batch_size": 32, "epochs": 100,
+        "optimizer": "sgd", "lr": 1e-2, "momentum": 0.9, "weight_decay": 1e-4,
+        "scheduler": "step", "step_size": 70, "gamma": 0.1, "preload": False,
+    },
+}  # fmt: skip
+
+INFO_SECTIONS = ("cache_attrs", "versions")
+
+
+class ConfigError(ValueError):
+    """A config value or file that cannot be used; the message names it and says what to do."""
+
+
+@dataclass
+class TrainConfig:
+    """Every option of ``mmrebal train`` (each is also a YAML key of the same name)."""
+
+    cache: str | None = None
+    sampler: str = "uniform"
+    method: str = "joint"
+    fusion: str = "concat"
+    encoders: str = "cnn"  # one name for all modalities, or "audio=cnn,visual=resnet18"
+    feature_dim: int = 128
+    epochs: int = 4
+    batch_size: int = 64
+    eval_batch_size: int = 256
+    lr: float = 1e-3
+    optimizer: str = "adam"  # sgd | adam | adamw
+    momentum: float = 0.9  # SGD only
+    weight_decay: float = 0.0
+    scheduler: str = "none"  # step | none
+    step_size: int = 70
+    gamma: float = 0.1
+    seed: int = 0
+    out: str | None = None  # default runs/<dataset>-<sampler>-<method>-s<seed>
+    preset: str = "cpu"
+    device: str = "auto"  # auto | cpu | cuda
+    bf16: bool = False
+    workers: int = 0
+    preload: bool = True  # read the cache splits into memory once
+    resume: bool = False
+    test_each_epoch: bool = False  # also evaluate TEST every epoch (never used for selection)
+    sampler_options: dict[str, Any] = field(default_factory=dict)
+    method_options: dict[str, Any] = field(default_factory=dict)
+    model_options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        choices = {"optimizer": ("sgd", "adam", "adamw"), "scheduler": ("step", "none"),
+                   "device": ("auto", "cpu", "cuda"), "preset": tuple(TRAIN_PRESETS)}  # fmt: skip
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"{name}={getattr(self, name)!r}: choose one of {', '.join(allowed)}")
+        for name in ("epochs", "batch_size", "eval_batch_size", "step_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}={getattr(self, name)}: must be at least 1")
+
+    def encoder_map(self, modalities: list[str]) -> dict[str, str]:
+        """``encoders`` as modality -> encoder name for the cache's modalities."""
+        if "=" not in self.encoders:
+            return {m: self.encoders for m in modalities}
+        pairs = dict(_split_pair(p, "--encoders") for p in self.encoders.split(",") if p.strip())
+        missing = [m for m in modalities if m not in pairs]
+        if missing:
+            raise ConfigError(f"--encoders {self.encoders!r}: no encoder for {', '.join(missing)}")
+        return {m: pairs[m] for m in modalities}
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+_DICT_FIELDS = ("sampler_options", "method_options", "model_options")
+
+
+def _split_pair(item: str, flag: str) -> tuple[str, str]:
+    key, sep, value = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"{flag} {item!r}: expected KEY=VALUE")
+    return key.strip(), value.strip()
+
+
+def parse_options(items: list[str] | None, flag: str) -> dict[str, Any]:
+    """``["k=v", ...]`` -> dict with YAML scalar parsing (``3`` int, ``0.5`` float, ``true`` bool)."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, value = _split_pair(item, flag)
+        out[key] = _yaml_scalar(value)
+    return out
+
+
+def _yaml_scalar(text: str) -> Any:
+    value = yaml.safe_load(text) if text else None
+    if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string; numbers are what users mean
+        try:
+            return int(value) if value.lstrip("+-").isdigit() else float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _coerce(name: str, value: Any, where: str) -> Any:
+    """A YAML/CLI value as the field's type, or one clear error naming where it came from."""
+    kind = str(_FIELDS[name].type)
+    if value is None and "None" in kind:
+        return None
+    try:
+        if kind.startswith("dict"):
+            if not isinstance(value, dict):
+                raise TypeError
+            return dict(value)
+        if kind == "bool":
+            if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no"):
+                return value.lower() in ("true", "yes")
+            if not isinstance(value, bool):
+                raise TypeError
+            return value
+        if kind == "int":
+            if isinstance(value, bool) or float(value) != int(float(value)):
+                raise TypeError
+            return int(float(value))
+        if kind == "float":
+            if isinstance(value, bool):
+                raise TypeError
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: {name}={value!r} is not a valid {kind}") from None
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """Options from a YAML file, checked against ``TrainConfig``'s fields."""
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc}); fix the file") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of option: value")
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if key in INFO_SECTIONS:
+            continue
+        if key not in _FIELDS:
+            raise ConfigError(f"{path}: unknown option {key!r}; known: {', '.join(_FIELDS)}")
+        out[key] = _coerce(key, value, str(path))
+    return out
+
+
+def resolve_config(cli: dict[str, Any], config_file: Path | None = None) -> TrainConfig:
+    """defaults <- preset <- YAML <- CLI; ``cli`` holds only the flags the user gave (None = not given)."""
+    given = {k: v for k, v in cli.items() if v is not None and not (k in _DICT_FIELDS and not v)}
+    from_file = read_yaml(config_file) if config_file else {}
+    preset = given.get("preset") or from_file.get("preset") or TrainConfig.preset
+    if preset not in TRAIN_PRESETS:
+        raise ConfigError(f"--preset {preset!r}: choose one of {', '.join(TRAIN_PRESETS)}")
+    merged: dict[str, Any] = {**TRAIN_PRESETS[preset], "preset": preset}
+    for layer, where in ((from_file, str(config_file)), (given, "command line")):
+        for key, value in layer.items():
+            value = _coerce(key, value, where)
+            merged[key] = {**merged.get(key, {}), **value} if key in _DICT_FIELDS else value
+    return TrainConfig(**merged)
+
+
+def versions() -> dict[str, str]:
+    import torch
+
+    return {"mmrebal": __version__, "torch": str(torch.__version__), "python": platform.python_version()}
+
+
+def config_yaml(config: TrainConfig, cache_attrs: dict[str, Any]) -> str:
+    """The run's ``config.yaml``: every option, then the cache's attributes and the versions."""
+    body = {**config.to_dict(), "cache_attrs": _plain(cache_attrs), "versions": versions()}
+    return yaml.safe_dump(body, sort_keys=False)
+
+
+def _plain(value: Any) -> Any:
+    """YAML-safe form of cache attributes (numpy scalars and paths become Python values)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if hasattr(value, "item"):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    return value

@@ -1,0 +1,42 @@
+"""Device choice, batch transfer and autocast: the only places that know about CUDA."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import Any
+
+import torch
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """``auto`` -> CUDA when present, else CPU; ``cuda`` without a GPU is an error with one clear line."""
+    if name not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"--device {name!r}: choose auto, cpu or cuda")
+    if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise RuntimeError("--device cuda: no CUDA device is visible; use --device cpu or auto")
+    return torch.device("cuda", local_rank % torch.cuda.device_count())
+
+
+def move_batch(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """Tensors (also nested, e.g. token inputs) onto ``device``; non-blocking from pinned memory."""
+    non_blocking = device.type == "cuda"
+    out: dict[str, Any] = {}
+    for key, value in batch.items():
+        if torch.is_tensor(value):
+            out[key] = value.to(device, non_blocking=non_blocking)
+        elif isinstance(value, dict):
+            out[key] = move_batch(value, device)
+        else:
+            out[key] = value
+    return out
+
+
+def autocast_factory(device: torch.device, bf16: bool) -> Callable[[], AbstractContextManager]:
+    """A zero-argument factory of the autocast context for forward passes (bf16 when asked)."""
+    if not bf16:
+        return contextlib.nullcontext
+    return lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16)

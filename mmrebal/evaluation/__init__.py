@@ -1,0 +1,1 @@
+"""Evaluation: classification metrics and the batched no-grad scoring pass."""

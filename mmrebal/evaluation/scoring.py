@@ -1,0 +1,74 @@
+"""The batched no-grad scoring pass, shared by validation/test, ``mmrebal score`` and the samplers.
+
+It runs the method's ``predict`` (so MLA's test-time fusion is what gets scored) over split
+positions in order and returns softmax probabilities and per-sample cross-entropy per scope
+(``fused`` and each modality).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from mmrebal.cache.dataset import CacheDataset, batch_collate
+from mmrebal.engine.device import move_batch
+from mmrebal.samplers.base import ScoreResult
+
+
+def batch_loader(
+    dataset: CacheDataset, batches: object, device: torch.device, num_workers: int = 0
+) -> DataLoader:
+    """A DataLoader whose batch sampler yields row lists, read with one ``__getitems__`` call per batch."""
+    return DataLoader(
+        dataset,
+        batch_sampler=batches,
+        collate_fn=batch_collate,
+        num_workers=num_workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=False,
+    )
+
+
+def score_split(
+    model: torch.nn.Module,
+    method: object,
+    dataset: CacheDataset,
+    device: torch.device,
+    batch_size: int,
+    *,
+    positions: Sequence[int] | None = None,
+    num_workers: int = 0,
+    autocast: Callable[[], AbstractContextManager] = nullcontext,
+) -> ScoreResult:
+    """Score ``positions`` (default: the whole split) in order; restores the model's train/eval mode."""
+    pos = np.arange(len(dataset)) if positions is None else np.asarray(positions, dtype=np.int64)
+    chunks = [pos[i : i + batch_size].tolist() for i in range(0, len(pos), batch_size)]
+    scopes = ["fused", *dataset.modalities]
+    probs: dict[str, list[np.ndarray]] = {s: [] for s in scopes}
+    losses: dict[str, list[np.ndarray]] = {s: [] for s in scopes}
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for batch in batch_loader(dataset, chunks, device, num_workers):
+                batch = move_batch(batch, device)
+                with autocast():
+                    out = method.predict(model, batch)
+                logits = {"fused": out.fused_logits, **out.unimodal_logits}
+                for scope in scopes:
+                    z = logits[scope].float()
+                    probs[scope].append(torch.softmax(z, dim=1).cpu().numpy())
+                    losses[scope].append(F.cross_entropy(z, batch["label"], reduction="none").cpu().numpy())
+    finally:
+        model.train(was_training)
+    empty_probs = np.zeros((0, dataset.num_classes), np.float32)
+    return ScoreResult(
+        labels=dataset.labels[pos].astype(np.int64),
+        probs={s: np.concatenate(v) if v else empty_probs for s, v in probs.items()},
+        losses={s: np.concatenate(v) if v else np.zeros(0, np.float32) for s, v in losses.items()},
+    )
