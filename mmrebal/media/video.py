@@ -110,7 +110,7 @@ def write_clip(
 ) -> None:
     """Write uint8 [T, H, W, 3] frames (even H and W) as H.264, plus mono float audio if given.
 
-    Audio is AAC in .mp4 and 16-bit PCM in .mkv/.mov (PCM costs ~55 ms less per clip to encode).
+    Audio is AAC in .mp4/.flv and 16-bit PCM in .mkv/.mov (PCM costs ~55 ms less per clip to encode).
     The file appears atomically (temp file + rename).
     """
     import av
@@ -124,9 +124,9 @@ def write_clip(
     if audio is not None and not sample_rate:
         raise ValueError("audio needs a sample_rate")
     suffix = path.suffix.lower()
-    container_format = {".mp4": "mp4", ".mkv": "matroska", ".mov": "mov"}.get(suffix)
+    container_format = {".mp4": "mp4", ".mkv": "matroska", ".mov": "mov", ".flv": "flv"}.get(suffix)
     if container_format is None:
-        raise ValueError(f"{path}: write_clip writes .mp4, .mkv or .mov")
+        raise ValueError(f"{path}: write_clip writes .mp4, .mkv, .mov or .flv")
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with av.open(str(tmp), "w", format=container_format) as container:
@@ -136,7 +136,7 @@ def write_clip(
             video.options = {"preset": "ultrafast"}
             video.codec_context.thread_count = 1
             if audio is not None:
-                codec = "aac" if suffix == ".mp4" else "pcm_s16le"
+                codec = "aac" if suffix in (".mp4", ".flv") else "pcm_s16le"
                 sound = container.add_stream(codec, rate=int(sample_rate))
                 sound.layout = "mono"
             for frame in frames:
