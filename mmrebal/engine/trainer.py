@@ -37,8 +37,7 @@ from mmrebal.engine.config import TrainConfig, config_yaml
 from mmrebal.engine.device import autocast_factory, move_batch, resolve_device
 from mmrebal.engine.distributed import DistContext
 from mmrebal.engine.traces import TraceWriter, merge_step_rows
-from mmrebal.evaluation.metrics import classification_metrics
-from mmrebal.evaluation.scoring import batch_loader, score_split
+from mmrebal.evaluation.scoring import batch_loader, scope_metrics, score_split
 from mmrebal.samplers import create_sampler
 from mmrebal.samplers.base import Plan, ScoreResult, StepFeedback
 from mmrebal.samplers.discrepancy import CumulativeScore
@@ -115,14 +114,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def scope_metrics(result: ScoreResult) -> dict[str, dict[str, float]]:
-    """acc, MAP, macro-F1 and mean cross-entropy for ``fused`` and each modality."""
-    return {
-        scope: {**classification_metrics(result.labels, probs), "loss": float(np.mean(result.losses[scope]))}
-        for scope, probs in result.probs.items()
-    }
 
 
 class Hook:

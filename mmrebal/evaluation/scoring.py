@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader
 
 from mmrebal.cache.dataset import CacheDataset, batch_collate
 from mmrebal.engine.device import move_batch
+from mmrebal.evaluation.metrics import classification_metrics
 from mmrebal.samplers.base import ScoreResult
 
 
@@ -72,3 +73,11 @@ def score_split(
         probs={s: np.concatenate(v) if v else empty_probs for s, v in probs.items()},
         losses={s: np.concatenate(v) if v else np.zeros(0, np.float32) for s, v in losses.items()},
     )
+
+
+def scope_metrics(result: ScoreResult) -> dict[str, dict[str, float]]:
+    """acc, MAP, macro-F1 and mean cross-entropy for ``fused`` and each modality."""
+    return {
+        scope: {**classification_metrics(result.labels, probs), "loss": float(np.mean(result.losses[scope]))}
+        for scope, probs in result.probs.items()
+    }
