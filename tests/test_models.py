@@ -135,7 +135,7 @@ def test_build_model_reports_bad_shapes_and_names() -> None:
     with pytest.raises(ValueError, match="no visual/frames array"):
         build_model({"audio": "spectrogram", "visual": "frames"}, {"audio/spec": (16, 12)}, 3, {})
     with pytest.raises(ValueError, match="expected 4 dimensions"):
-        build_model({"audio": "spectrogram", "visual": "frames"}, {**SHAPES, "visual/frames": (16, 16)}, 3, {})
+        build_model(dict(KINDS), {**SHAPES, "visual/frames": (16, 16)}, 3, {})
     with pytest.raises(KeyError, match="unknown encoder 'vgg'"):
         build_model({"audio": "spectrogram", "visual": "frames"}, SHAPES, 3, {"audio": "vgg"})
     with pytest.raises(ValueError, match="takes frames or images"):

@@ -16,6 +16,7 @@ Unimodal logits come from one of two sources (``unimodal_logits``):
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -116,7 +117,7 @@ class MultimodalModel(nn.Module):
             if m not in batch and (mask is None or bool(mask.any())):
                 raise KeyError(f"the batch has no {m!r} input but rows ask for it; load that modality")
             features[m] = self.encode(m, batch.get(m), mask, size)
-        dtype = torch.promote_types(*(f.dtype for f in features.values()))
+        dtype = functools.reduce(torch.promote_types, (f.dtype for f in features.values()))
         ordered = [features[m].to(dtype) for m in self.modalities]
         fused = self.fusion(ordered)
         unimodal = {m: self.unimodal(m, f) for m, f in zip(self.modalities, ordered, strict=True)}
