@@ -1,0 +1,270 @@
+"""Each method's formula on hand-computed tensors, and its step on a tiny model."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mmrebal.methods import StepContext, create_method
+from mmrebal.methods.mla import MLA, entropy_weights, owm_update
+from mmrebal.methods.ogm_ge import OGMGE, discrepancy_ratios, modulation_coefficients
+from mmrebal.models import build_model
+
+torch.set_num_threads(1)
+
+NAMES = ["audio", "visual"]
+
+
+def tiny_model(fusion: str = "concat", **kwargs) -> nn.Module:
+    torch.manual_seed(0)
+    return build_model(
+        {"audio": "spectrogram", "visual": "frames"},
+        {"audio/spec": (16, 12), "visual/frames": (2, 16, 16, 3)},
+        3,
+        {"audio": "cnn", "visual": "cnn"},
+        fusion=fusion,
+        feature_dim=8,
+        encoder_options={m: {"channels": [4, 8]} for m in NAMES},
+        **kwargs,
+    )
+
+
+def tiny_batch(size: int = 6) -> dict:
+    torch.manual_seed(1)
+    return {
+        "label": torch.randint(0, 3, (size,)),
+        "audio": torch.randn(size, 1, 16, 12),
+        "visual": torch.randn(size, 2, 3, 16, 16),
+    }
+
+
+def all_active(size: int = 6) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.ones(size, 2, dtype=torch.bool), torch.ones(size, dtype=torch.bool)
+
+
+# --- OGM-GE ------------------------------------------------------------------------------------
+
+
+def test_ogm_discrepancy_ratio_and_coefficient_by_hand() -> None:
+    ratios = discrepancy_ratios({"audio": 3.0, "visual": 1.5})
+    assert ratios == pytest.approx({"audio": 2.0, "visual": 0.5})
+    k = modulation_coefficients(ratios, alpha=0.1)
+    assert k["audio"] == pytest.approx(1 - math.tanh(0.2))  # 0.80262...
+    assert k["visual"] == 1.0
+    assert modulation_coefficients(ratios, 0.1, shifted=True)["audio"] == pytest.approx(1 - math.tanh(0.1))
+    # three modalities: rho_m = s_m / mean of the others
+    three = discrepancy_ratios({"audio": 3.0, "visual": 1.0, "text": 2.0})
+    assert three == pytest.approx({"audio": 2.0, "visual": 0.4, "text": 1.0})
+    assert modulation_coefficients(three, 0.5) == pytest.approx(
+        {"audio": 1 - math.tanh(1.0), "visual": 1, "text": 1}
+    )
+
+
+def test_ogm_ge_step_reports_the_reference_ratio_of_split_logits() -> None:
+    model, batch = tiny_model(), tiny_batch()
+    with torch.no_grad():
+        out = copy.deepcopy(model)(batch)
+    y = batch["label"]
+    # the reference: score = sum_i softmax(W_m f_m + b/2)[i, y_i]
+    scores = {m: float(out.unimodal_logits[m].softmax(1)[torch.arange(6), y].sum()) for m in NAMES}
+    method = create_method("ogm-ge", NAMES, alpha=0.3)
+    result = method.train_step(
+        model, batch, *all_active(), torch.optim.SGD(model.parameters(), lr=0.1), StepContext(0, 0)
+    )
+    assert result.extra["rho/audio"] == pytest.approx(scores["audio"] / scores["visual"], rel=1e-5)
+    dominant = max(scores, key=scores.get)
+    rho = scores[dominant] / min(scores.values())
+    assert result.extra[f"k/{dominant}"] == pytest.approx(1 - math.tanh(0.3 * rho), rel=1e-5)
+    assert result.loss == pytest.approx(float(F.cross_entropy(out.fused_logits, y)), rel=1e-5)
+    assert result.modality["audio"].confidence_sum == pytest.approx(scores["audio"], rel=1e-5)
+
+
+def _grads(model: nn.Module) -> dict[str, torch.Tensor]:
+    torch.manual_seed(5)
+    grads = {}
+    for name, p in model.named_parameters():
+        p.grad = torch.randn_like(p) * 3.0
+        grads[name] = p.grad.clone()
+    return grads
+
+
+def test_ogm_scales_only_conv_gradients_of_each_encoder() -> None:
+    model = tiny_model()
+    grads = _grads(model)
+    OGMGE(NAMES, mode="OGM").modulate(model, {"audio": 0.25, "visual": 1.0}, step=0)
+    for name, p in model.named_parameters():
+        scale = 0.25 if name.startswith("encoders.audio") and p.dim() == 4 else 1.0
+        torch.testing.assert_close(p.grad, grads[name] * scale)
+
+
+def test_ogm_ge_noise_has_the_gradients_own_std() -> None:
+    layer = nn.Conv2d(64, 64, 3)  # 36,864 weights: the sample std is within ~1% of the truth
+    model = nn.Module()
+    model.encoder = lambda m: layer if m == "audio" else nn.Identity()
+    layer.weight.grad = torch.randn_like(layer.weight) * 3.0
+    bias_grad = torch.ones(64)
+    layer.bias.grad = bias_grad.clone()
+    original = layer.weight.grad.clone()
+    OGMGE(NAMES, seed=7).modulate(model, {"audio": 0.5, "visual": 1.0}, step=3)
+    noise = layer.weight.grad - 0.5 * original
+    assert float(noise.std()) == pytest.approx(float(original.std()), rel=0.03)  # std of the unscaled grad
+    assert abs(float(noise.mean())) < 0.05
+    assert float(torch.corrcoef(torch.stack([noise.flatten(), original.flatten()]))[0, 1]) < 0.03
+    torch.testing.assert_close(layer.bias.grad, bias_grad)  # 1-D: not a conv weight, untouched
+    # the noise is a function of (seed, step): identical on every DDP rank and after resume
+    layer.weight.grad = original.clone()
+    OGMGE(NAMES, seed=7).modulate(model, {"audio": 0.5, "visual": 1.0}, step=3)
+    torch.testing.assert_close(layer.weight.grad - 0.5 * original, noise)
+
+
+def test_ogm_ge_modulates_only_inside_its_epochs() -> None:
+    batch, active, fused = tiny_batch(), *all_active()
+    plain, modulated = tiny_model(), tiny_model()
+    for epoch, changed in [(51, False), (50, True)]:
+        a, b = copy.deepcopy(plain), copy.deepcopy(modulated)
+        create_method("joint", NAMES, unimodal_weight=0.0).train_step(
+            a, batch, active, fused, torch.optim.SGD(a.parameters(), lr=0.1), StepContext(epoch, 0)
+        )
+        create_method("ogm-ge", NAMES).train_step(
+            b, batch, active, fused, torch.optim.SGD(b.parameters(), lr=0.1), StepContext(epoch, 0)
+        )
+        same = all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
+        assert same is not changed
+
+
+# --- MLA ---------------------------------------------------------------------------------------
+
+
+def test_owm_projection_by_hand() -> None:
+    P = torch.eye(2)
+    h = torch.tensor([1.0, 0.0])
+    # q = P h / (alpha + h^T P h) = (1/1.1, 0); P - q h^T P = diag(1 - 1/1.1, 1)
+    P1 = owm_update(P, h, alpha=0.1)
+    torch.testing.assert_close(P1, torch.tensor([[1 - 1 / 1.1, 0.0], [0.0, 1.0]]))
+    grad = torch.tensor([[3.0, 4.0]])
+    torch.testing.assert_close(grad @ P1, torch.tensor([[3 * (1 - 1 / 1.1), 4.0]]))
+    # a second, non-axis direction: P stays symmetric and grad P is (almost) orthogonal to both
+    P2 = owm_update(
+        owm_update(torch.eye(3), torch.tensor([1.0, 1.0, 0.0]), 1e-6), torch.tensor([0.0, 1.0, 1.0]), 1e-6
+    )
+    torch.testing.assert_close(P2, P2.t())
+    g = torch.tensor([[1.0, 2.0, 3.0]]) @ P2
+    assert abs(float(g @ torch.tensor([1.0, 1.0, 0.0]))) < 1e-4
+    assert abs(float(g @ torch.tensor([0.0, 1.0, 1.0]))) < 1e-4
+
+
+def test_mla_projects_the_shared_head_gradient_with_the_previous_modality() -> None:
+    method = MLA(NAMES, alpha=0.1)
+    head = nn.Linear(2, 1)
+    head.weight.grad = torch.tensor([[3.0, 4.0]])
+    method._project(head.weight, torch.tensor([1.0, 0.0]))  # first update of the run: nothing to protect
+    torch.testing.assert_close(head.weight.grad, torch.tensor([[3.0, 4.0]]))
+    head.weight.grad = torch.tensor([[3.0, 4.0]])
+    method._project(head.weight, torch.tensor([0.0, 5.0]))  # projected against the previous h = (1, 0)
+    torch.testing.assert_close(head.weight.grad, torch.tensor([[3 * (1 - 1 / 1.1), 4.0]]))
+    # the reference variant projects against the current modality's features instead
+    ref = MLA(NAMES, alpha=0.1, projector_input="current")
+    ref._project(head.weight, torch.tensor([1.0, 0.0]))
+    head.weight.grad = torch.tensor([[3.0, 4.0]])
+    ref._project(head.weight, torch.tensor([0.0, 1.0]))
+    torch.testing.assert_close(head.weight.grad, torch.tensor([[3.0, 4.0 * (1 - 1 / 1.1)]]))
+
+
+def test_mla_dynamic_weights_by_hand() -> None:
+    # sample 0: audio uniform (entropy ln 2), visual p = (3/4, 1/4) (entropy 2 ln 2 - 3/4 ln 3)
+    audio = torch.tensor([[0.0, 0.0], [math.log(3.0), 0.0]])
+    visual = torch.tensor([[math.log(3.0), 0.0], [0.0, 0.0]])
+    e_uniform, e_skewed = math.log(2), 2 * math.log(2) - 0.75 * math.log(3)
+    w_skewed = math.exp(-e_skewed) / (math.exp(-e_uniform) + math.exp(-e_skewed))
+    w = entropy_weights([audio, visual])
+    torch.testing.assert_close(w, torch.tensor([[1 - w_skewed, w_skewed], [w_skewed, 1 - w_skewed]]))
+    assert w_skewed == pytest.approx(0.5327, abs=1e-4)
+
+
+def test_mla_step_alternates_modalities_and_predicts_with_entropy_weights() -> None:
+    model, batch = tiny_model("shared"), tiny_batch()
+    active, fused = all_active()
+    active[:2, 1] = False
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    steps = []
+    optimizer.step = lambda *a, **k: steps.append(1)  # type: ignore[method-assign]
+    method = create_method("mla", NAMES)
+    result = method.train_step(model, batch, active, fused, optimizer, StepContext(0, 0))
+    assert len(steps) == 2 and method.updates == 2
+    assert result.modality["audio"].batch_size == 6 and result.modality["visual"].batch_size == 4
+    out = model(batch)
+    pred = method.predict(model, batch)
+    w = entropy_weights([out.unimodal_logits["audio"], out.unimodal_logits["visual"]])
+    expected = w[0, :, None] * out.unimodal_logits["audio"] + w[1, :, None] * out.unimodal_logits["visual"]
+    torch.testing.assert_close(pred.fused_logits, expected)
+    restored = MLA(NAMES)
+    restored.load_state_dict(method.state_dict())
+    torch.testing.assert_close(restored.projector, method.projector)
+    with pytest.raises(ValueError, match="--fusion shared"):
+        method.train_step(tiny_model("concat"), batch, active, fused, optimizer, StepContext(0, 1))
+
+
+# --- joint and unimodal --------------------------------------------------------------------------
+
+
+def test_joint_loss_weights_and_masking() -> None:
+    model, batch = tiny_model(), tiny_batch()
+    active = torch.tensor([[1, 1], [1, 1], [1, 0], [1, 0], [0, 1], [0, 1]], dtype=torch.bool)
+    fused = torch.tensor([1, 1, 0, 0, 0, 0], dtype=torch.bool)
+    out = copy.deepcopy(model)(batch, active)
+    y = batch["label"]
+    ce = {
+        "fused": F.cross_entropy(out.fused_logits[fused], y[fused]),
+        "audio": F.cross_entropy(out.unimodal_logits["audio"][active[:, 0]], y[active[:, 0]]),
+        "visual": F.cross_entropy(out.unimodal_logits["visual"][active[:, 1]], y[active[:, 1]]),
+    }
+    method = create_method("joint", NAMES, unimodal_weight={"audio": 0.5, "visual": 2.0})
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    result = method.train_step(model, batch, active, fused, optimizer, StepContext(0, 0))
+    assert result.loss == pytest.approx(float(ce["fused"] + 0.5 * ce["audio"] + 2.0 * ce["visual"]), rel=1e-5)
+    assert result.modality["audio"].batch_size == 4 and result.modality["visual"].batch_size == 4
+    assert result.modality["visual"].loss == pytest.approx(float(ce["visual"]), rel=1e-5)
+    # a sampler's loss weights (Remix) override the method's, key by key
+    ctx = StepContext(0, 1, loss_weights={"fused": 1.0, "audio": 0.0})
+    result = method.train_step(model, batch, active, fused, optimizer, ctx)
+    assert result.loss == pytest.approx(float(ce["fused"] + 2.0 * ce["visual"]), rel=1e-5)
+
+
+def test_nan_loss_skips_the_step() -> None:
+    model, batch = tiny_model(), tiny_batch()
+    batch["audio"][0] = float("nan")
+    before = [p.detach().clone() for p in model.parameters()]
+    method = create_method("joint", NAMES)
+    result = method.train_step(
+        model, batch, *all_active(), torch.optim.SGD(model.parameters(), lr=0.1), StepContext(0, 0)
+    )
+    assert not method.losses_are_finite(result)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+
+
+def test_unimodal_runs_one_encoder_and_predicts_with_it() -> None:
+    model, batch = tiny_model(), tiny_batch()
+    calls = []
+    model.encoder("visual").register_forward_hook(lambda *_: calls.append(1))
+    method = create_method("unimodal", NAMES, modality="audio")
+    result = method.train_step(
+        model, batch, *all_active(), torch.optim.SGD(model.parameters(), lr=0.1), StepContext(0, 0)
+    )
+    assert set(result.modality) == {"audio"} and not calls
+    pred = method.predict(model, batch)
+    assert set(pred.unimodal_logits) == {"audio"}
+    torch.testing.assert_close(pred.fused_logits, pred.unimodal_logits["audio"])
+
+
+def test_create_method_reports_unknown_options() -> None:
+    with pytest.raises(ValueError, match="has no option 'alpah'.*alpha"):
+        create_method("ogm-ge", NAMES, alpah=0.1)
+    with pytest.raises(ValueError, match="modality=NAME"):
+        create_method("unimodal", NAMES)
+    with pytest.raises(KeyError, match="unknown method"):
+        create_method("ogm", NAMES)
