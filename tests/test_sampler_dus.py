@@ -186,3 +186,19 @@ def test_bad_options_give_one_clear_line():
         make("dus-h", dominant="text")
     with pytest.raises(ValueError, match="smaller than"):
         make("dus", MODS3, batch=2)
+
+
+def test_step_trace_describes_the_plan_fed_back_even_when_plans_run_ahead():
+    """The trainer's loader may draw plans before earlier steps' feedback arrives."""
+    s = make("dus-h", MODS2, n=40, batch=8, epochs=4)
+    plans = s.plans(0)
+    drawn = [next(plans), next(plans)]  # two plans ahead of any feedback: both full N_B
+    for i, plan in enumerate(drawn):
+        counts = dict(zip(MODS2, plan.layout(MODS2)[1].sum(0).tolist(), strict=True))
+        sums = {"audio": 0.1 * counts["audio"], "visual": 0.9 * counts["visual"]}
+        s.feedback(StepFeedback(0, i, counts, sums, {}))
+    third = next(plans)
+    rows = s.drain_step_rows()
+    assert [r["batch_size_planned"] for r in rows] == [8, 8, 8, 8]
+    assert [r["dominant"] for r in rows] == [False] * 4  # undecided when those plans were drawn
+    assert third.layout(MODS2)[1].sum(0).tolist() == [8, heuristic_size(0, 4, 8)]

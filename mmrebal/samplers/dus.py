@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections import deque
 from collections.abc import Iterator, Sequence
 from functools import reduce
 from typing import Any
@@ -129,7 +130,8 @@ class UnimodalBatchSampler(Sampler):
         self.sizes = dict(
             zip(self.modalities, allocate(batch_size, np.ones(len(self.modalities))).tolist(), strict=True)
         )
-        self.planned = dict(self.sizes)
+        # trace columns of plans drawn but not yet fed back (the trainer's loader may run ahead)
+        self.pending: deque[dict[str, dict[str, Any]]] = deque()
         self.step = 0
 
     # -- what subclasses override -------------------------------------------------------------
@@ -153,10 +155,17 @@ class UnimodalBatchSampler(Sampler):
         self.begin_epoch(epoch)  # sees the previous epoch's s^ even when cs_reset=epoch
         if self.cs_reset == "epoch":
             self.cum.reset()
+        self.pending.clear()
         for _ in range(self.steps_per_epoch):
-            self.planned = dict(self.sizes)
+            self.pending.append(self.describe())
             self.step += 1
-            yield self.compose(self.planned)
+            yield self.compose(self.sizes)
+
+    def describe(self) -> dict[str, dict[str, Any]]:
+        """Trace columns of the plan about to be drawn: its sizes and the decision behind them."""
+        return {
+            m: {"batch_size_planned": int(self.sizes[m]), **self.trace_extras(m)} for m in self.modalities
+        }
 
     def compose(self, sizes: dict[str, int]) -> Plan:
         """Draw each modality's rows; rows drawn for every modality form the fused group."""
@@ -176,6 +185,7 @@ class UnimodalBatchSampler(Sampler):
         return Plan(groups)
 
     def feedback(self, fb: StepFeedback) -> None:
+        described = self.pending.popleft() if self.pending else self.describe()
         step_scores = {
             m: step_discrepancy(fb.confidence_sum[m], fb.batch_size[m], self.score_kind)
             for m in self.modalities
@@ -185,14 +195,9 @@ class UnimodalBatchSampler(Sampler):
         self.cum.update(step_scores)
         self.after_feedback(fb)
         for m in self.modalities:
-            row = {
-                "step": fb.step,
-                "modality": m,
-                "batch_size_planned": int(self.planned[m]),
-                "cum_score": self.cum.value[m],
-            }
-            row.update(self.trace_extras(m))
-            self.step_rows.append(row)
+            self.step_rows.append(
+                {"step": fb.step, "modality": m, **described[m], "cum_score": self.cum.value[m]}
+            )
 
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
@@ -201,7 +206,7 @@ class UnimodalBatchSampler(Sampler):
             latest=dict(self.latest),
             streams=[s.state_dict() for s in self.streams],
             sizes=dict(self.sizes),
-            planned=dict(self.planned),
+            pending=list(self.pending),
             step=self.step,
         )
         return copy.deepcopy(state)
@@ -213,7 +218,7 @@ class UnimodalBatchSampler(Sampler):
         for stream, s in zip(self.streams, state["streams"], strict=True):
             stream.load_state_dict(s)
         self.sizes = {m: int(v) for m, v in state["sizes"].items()}
-        self.planned = {m: int(v) for m, v in state["planned"].items()}
+        self.pending = deque(copy.deepcopy(state["pending"]))
         self.step = int(state["step"])
 
 
