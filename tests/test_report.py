@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -33,11 +34,12 @@ def write_run(
     dataset: str = "avmnist",
     lr: float = 1e-3,
     finished: bool = True,
-    fused_acc: float | None = None,
+    acc: float | None = None,
+    modality: str | None = None,
 ) -> Path:
     """A run directory as the trainer writes it: config.yaml, steps/metrics/samples.parquet, summary.json."""
-    rng = np.random.default_rng(hash((sampler, method, seed, dataset, lr)) % 2**32)
-    run = root / f"{dataset}-{sampler}-{method}-s{seed}"
+    rng = np.random.default_rng(zlib.crc32(f"{sampler}{method}{seed}{dataset}{lr}{modality}".encode()))
+    run = root / f"{dataset}-{sampler}-{method}{modality or ''}-s{seed}"
     run.mkdir(parents=True)
     config = {
         "cache": {"dataset": dataset, "created": f"2026-01-0{seed + 1}", "format_version": 1},
@@ -49,7 +51,7 @@ def write_run(
         "epochs": EPOCHS,
         "batch_size": 16,
         "sampler_options": {"alpha": 0.5} if sampler == "dus" else {},
-        "method_options": {},
+        "method_options": {"modality": modality} if modality else {},
         "versions": {"mmrebal": "0.1.0", "torch": "x"},
     }
     (run / "config.yaml").write_text(yaml.safe_dump(config))
@@ -72,12 +74,11 @@ def write_run(
     for epoch in range(EPOCHS):
         for split in ("train", "val", "test"):
             for scope in ("fused", *MODALITIES):
-                unimodal_only = method == "unimodal" and scope == "fused"
-                if unimodal_only:
-                    continue
+                if modality is not None and scope not in ("fused", modality):
+                    continue  # the unimodal method scores its modality only
                 values = {k: float(rng.uniform(0.3, 0.9)) for k in ("acc", "map", "macro_f1")}
-                if fused_acc is not None and scope == "fused":
-                    values["acc"] = fused_acc
+                if acc is not None and scope in ("fused", modality):
+                    values["acc"] = acc
                 selected = epoch == best and split in ("val", "test")
                 metrics.append({"epoch": epoch, "split": split, "scope": scope, **values, "loss": 1.0,
                                 "selected": selected})  # fmt: skip
@@ -110,7 +111,8 @@ def sweep(tmp_path: Path) -> Path:
         write_run(root, "dus", "joint", seed)
         write_run(root, "remix", "joint", seed)
         write_run(root, "bss", "mla", seed)
-        write_run(root, "uniform", "unimodal", seed)
+        write_run(root, "uniform", "unimodal", seed, modality="audio")
+        write_run(root, "uniform", "unimodal", seed, modality="visual")
     return root
 
 
@@ -122,12 +124,15 @@ def table_row(markdown: str, label: str, title: str = "## Main results") -> list
     raise AssertionError(f"no row {label!r} in {title}")
 
 
-def expected(root: Path, sampler: str, method: str, scope: str, metric: str) -> str:
+def expected(
+    root: Path, sampler: str, method: str, scope: str, metric: str, option: str | None = None
+) -> str:
     """Mean ± std (percent) straight from the traces with polars."""
     frames = []
     for run in root.iterdir():
         config = yaml.safe_load((run / "config.yaml").read_text())
-        if config["sampler"] == sampler and config["method"] == method:
+        same_option = config["method_options"].get("modality") == option
+        if config["sampler"] == sampler and config["method"] == method and same_option:
             frames.append(pl.read_parquet(run / "metrics.parquet"))
     values = (
         pl.concat(frames)
@@ -165,9 +170,10 @@ def test_markdown_numbers_equal_a_polars_query(sweep: Path, tmp_path: Path) -> N
     main = text.split("## Main results", 1)[1].split("##", 1)[0]
     rows = [line for line in main.splitlines() if line.startswith("| ") and not line.startswith("| Method")]
     assert [r.split("|")[1].strip() for r in rows[:2]] == ["Unimodal (audio)", "Unimodal (visual)"]
-    assert strip_style(table_row(text, "Unimodal (visual)")[2]) == expected(
-        sweep, "uniform", "unimodal", "visual", "acc"
-    )
+    visual = expected(sweep, "uniform", "unimodal", "visual", "acc", option="visual")
+    assert strip_style(table_row(text, "Unimodal (visual)")[2]) == visual
+    audio = expected(sweep, "uniform", "unimodal", "audio", "acc", option="audio")
+    assert strip_style(table_row(text, "Unimodal (audio)", "## Per-modality results: avmnist")[4]) == audio
     cost = table_row(text, "Uniform/Joint", "## Training cost")
     assert cost[3] == "11.0 ± 1.0" and cost[4] == "103.0 ± 3.0"
 
@@ -206,14 +212,15 @@ def test_figures_without_data_are_skipped_with_a_note(tmp_path: Path) -> None:
 def test_best_bold_second_underlined_and_below_unimodal_marked(tmp_path: Path) -> None:
     root = tmp_path / "runs"
     for seed in (0, 1):
-        write_run(root, "uniform", "joint", seed, fused_acc=0.50)
-        write_run(root, "dus", "joint", seed, fused_acc=0.95)
-        write_run(root, "remix", "joint", seed, fused_acc=0.93)
-        write_run(root, "uniform", "unimodal", seed)  # modality accuracies in [0.3, 0.9]
+        write_run(root, "uniform", "joint", seed, acc=0.50)
+        write_run(root, "dus", "joint", seed, acc=0.95)
+        write_run(root, "remix", "joint", seed, acc=0.93)
+        write_run(root, "uniform", "unimodal", seed, modality="audio", acc=0.60)
     text = write_report([root], tmp_path / "r.md", metrics=["acc"]).path.read_text()
     assert table_row(text, "DUS/Joint")[2] == "**95.00 ± 0.00**"
     assert table_row(text, "Remix/Joint")[2] == "<u>93.00 ± 0.00</u>"
-    assert table_row(text, "Uniform/Joint")[2].endswith(" †")  # 50 % is below the best unimodal row
+    assert table_row(text, "Uniform/Joint")[2] == "50.00 ± 0.00 †"  # below the unimodal 60 %
+    assert table_row(text, "Unimodal (audio)")[2] == "60.00 ± 0.00"
     assert "†" not in table_row(text, "DUS/Joint")[2]
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from mmrebal.cli import prep, score, train
+from mmrebal.cli import prep, report, score, sweep, train
 
 app = typer.Typer(
     name="mmrebal",
@@ -17,6 +17,10 @@ app = typer.Typer(
 app.command("prep")(prep.prep_command)
 app.command("train")(train.train_command)
 app.command("score")(score.score_command)
+app.command("report")(report.report_command)
+app.command(
+    "sweep", context_settings={"allow_extra_args": True, "ignore_unknown_options": True}
+)(sweep.sweep_command)
 
 
 def main() -> None:

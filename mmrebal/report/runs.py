@@ -235,7 +235,7 @@ def display_name(sampler: str, method: str) -> str:
 
 
 def unimodal_label(group: RunGroup, scope: str) -> str:
-    """``Unimodal (audio)``: a row per modality a ``unimodal`` group scored (sampler named unless uniform)."""
+    """``Unimodal (audio)`` for a ``unimodal`` group's ``scope`` (the sampler is named unless uniform)."""
     if scope == "fused":
         return group.label
     prefix = "" if group.sampler == "uniform" else f"{SAMPLER_NAMES.get(group.sampler, group.sampler)}/"
@@ -285,7 +285,11 @@ def group_runs(runs: list[Run]) -> tuple[list[RunGroup], list[str]]:
         for group, setting in zip(same, settings, strict=True):
             group.distinct = {k: setting.get(k) for k in differing}
     for group in groups:
-        group.label = display_name(group.sampler, group.method) + group.suffix
+        modality = (group.first.config.get("method_options") or {}).get("modality")
+        if group.method == "unimodal" and modality:
+            group.label = unimodal_label(group, str(modality))
+        else:
+            group.label = display_name(group.sampler, group.method) + group.suffix
         where = ", ".join(str(r.path) for r in group.runs)
         if len(group.runs) == 1:
             warnings.append(f"{group.label} on {group.dataset}: a single seed ({where}); no std")

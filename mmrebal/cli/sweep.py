@@ -1,0 +1,94 @@
+"""`mmrebal sweep`: run a sampler x method x seed grid of `mmrebal train` cells, resumably."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import typer
+
+
+def sweep_command(
+    ctx: typer.Context,
+    cache: Path | None = typer.Option(
+        None, help="HDF5 cache every cell trains on (default: train's default)."
+    ),
+    samplers: str | None = typer.Option(None, help="Comma-separated samplers, e.g. uniform,dus,remix,bss."),
+    methods: str | None = typer.Option(None, help="Comma-separated methods (default joint)."),
+    seeds: str | None = typer.Option(None, help="Comma-separated seeds (default 0)."),
+    out: Path | None = typer.Option(
+        None, help="Sweep directory; cells go to OUT/<sampler>-<method>-s<seed>."
+    ),
+    jobs: int | None = typer.Option(None, help="Cells trained at once (default 1)."),
+    grid: Path | None = typer.Option(None, help="YAML grid file; command-line values override it."),
+    train_opt: list[str] = typer.Option(
+        [], "--train-opt", help='Train flags for every cell, e.g. --train-opt "--epochs 2" (repeatable).'
+    ),
+) -> None:
+    """Train every cell of the grid; finished cells are skipped, interrupted ones resumed.
+
+    Train options may also follow `--`: `mmrebal sweep --samplers uniform,dus -- --preset cpu --epochs 2`.
+    Exits non-zero when any cell failed (its log is `<cell>/train.log`).
+    """
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from mmrebal.sweep import SweepError, SweepRunner, build_spec, parse_train_opts, read_grid
+
+    err = Console(stderr=True)
+    try:
+        spec = build_spec(
+            read_grid(grid) if grid else {},
+            cache,
+            samplers,
+            methods,
+            seeds,
+            out,
+            jobs,
+            parse_train_opts(train_opt) + list(ctx.args),
+        )
+    except SweepError as exc:
+        err.print(f"[red]error:[/red] {escape(str(exc))}")
+        raise typer.Exit(2) from None
+
+    runner = SweepRunner(spec)
+    # A `kill` of the sweep stops its cells too, instead of leaving them training unattended.
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    counts = {"skipped": 0, "finished": 0, "failed": 0}
+    cells = spec.cells()
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=err) as progress:
+        task = progress.add_task("cells", total=len(cells))
+
+        def show(outcome) -> None:
+            counts[outcome.status] += 1
+            left = len(cells) - sum(counts.values())
+            progress.update(
+                task,
+                advance=1,
+                description=f"done {counts['finished']} skipped {counts['skipped']} "
+                f"failed {counts['failed']} left {left}",
+            )
+            if outcome.status == "failed":
+                where = escape(str(outcome.log))
+                progress.console.print(
+                    f"[red]failed[/red] {outcome.cell.name} (exit {outcome.returncode}); log: {where}"
+                )
+            elif outcome.status == "finished":
+                how = "resumed and finished" if outcome.resumed else "finished"
+                progress.console.print(f"{how} {outcome.cell.name}")
+
+        try:
+            runner.run(show)
+        except KeyboardInterrupt:
+            err.print("interrupted: running cells stopped; re-run the same command to resume")
+            raise typer.Exit(130) from None
+    done, skipped, failed = counts["finished"], counts["skipped"], counts["failed"]
+    err.print(f"{spec.out}: {done} trained, {skipped} already finished, {failed} failed", highlight=False)
+    if counts["failed"]:
+        raise typer.Exit(1)
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt

@@ -1,0 +1,268 @@
+"""`mmrebal sweep`: a sampler x method x seed grid, one ``mmrebal train`` subprocess per cell.
+
+Each cell runs as ``python -m mmrebal train ... --out SWEEP_DIR/<sampler>-<method>-s<seed>`` in
+its own process, so a crash or a kill touches one cell only. A cell whose directory holds
+``summary.json`` is finished and skipped; one with ``checkpoints/last.pt`` is resumed with
+``--resume``; any other starts afresh. So re-running an interrupted sweep loses at most the epoch
+each unfinished cell was in. Each attempt's output is appended to ``<cell>/train.log``.
+"""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+LOG_NAME = "train.log"
+GRID_KEYS = ("cache", "samplers", "methods", "seeds", "out", "jobs", "train")
+DEFAULT_LAUNCHER = (sys.executable, "-m", "mmrebal", "train")
+
+
+class SweepError(ValueError):
+    """A grid that cannot run; the message names the file or option and what to do."""
+
+
+@dataclass(frozen=True)
+class Cell:
+    sampler: str
+    method: str
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.sampler}-{self.method}-s{self.seed}"
+
+
+@dataclass
+class SweepSpec:
+    """The grid and what every cell's ``mmrebal train`` gets besides sampler, method, seed and out."""
+
+    samplers: list[str]
+    methods: list[str]
+    seeds: list[int]
+    out: Path
+    cache: Path | None = None
+    jobs: int = 1
+    train_args: list[str] = field(default_factory=list)
+
+    def cells(self) -> list[Cell]:
+        return [Cell(s, m, seed) for s in self.samplers for m in self.methods for seed in self.seeds]
+
+
+@dataclass
+class CellOutcome:
+    cell: Cell
+    status: str  # "skipped" (already finished) | "finished" | "failed"
+    resumed: bool = False
+    returncode: int | None = None
+    log: Path | None = None
+
+
+def split_list(text: str | Sequence[Any] | None, what: str) -> list[str]:
+    """``"a,b"`` or a YAML list -> ``["a", "b"]``."""
+    if text is None:
+        return []
+    items = text.split(",") if isinstance(text, str) else [str(t) for t in text]
+    out = [t.strip() for t in items if str(t).strip()]
+    if len(set(out)) != len(out):
+        raise SweepError(f"{what} {text!r} lists a value twice")
+    return out
+
+
+def parse_seeds(text: str | Sequence[Any] | None, what: str = "--seeds") -> list[int]:
+    items = split_list(text, what)
+    try:
+        return [int(s) for s in items]
+    except ValueError:
+        raise SweepError(f"{what} {text!r}: seeds are integers, e.g. 0,1,2") from None
+
+
+def option_args(options: dict[str, Any], where: str) -> list[str]:
+    """A grid file's ``train:`` mapping as command-line flags.
+
+    ``epochs: 2`` -> ``--epochs 2``; ``bf16: true`` -> ``--bf16`` (false -> ``--no-bf16``);
+    ``sampler_opt: {alpha: 0.5}`` -> ``--sampler-opt alpha=0.5``; a list repeats the flag.
+    """
+    args: list[str] = []
+    for key, value in options.items():
+        flag = "--" + str(key).replace("_", "-")
+        if isinstance(value, bool):
+            args.append(flag if value else f"--no-{flag[2:]}")
+        elif isinstance(value, dict):
+            for k, v in value.items():
+                args += [flag, f"{k}={_scalar(v)}"]
+        elif isinstance(value, list):
+            for v in value:
+                args += [flag, _scalar(v)]
+        elif value is None:
+            raise SweepError(f"{where}: train option {key!r} has no value; give one or remove it")
+        else:
+            args += [flag, _scalar(value)]
+    return args
+
+
+def _scalar(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def read_grid(path: Path) -> dict[str, Any]:
+    """A YAML grid file: any of ``cache, samplers, methods, seeds, out, jobs`` and a ``train:`` mapping."""
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except OSError as exc:
+        raise SweepError(f"{path}: cannot read the grid file ({exc.strerror})") from None
+    except yaml.YAMLError as exc:
+        raise SweepError(f"{path}: not valid YAML ({exc}); fix the file") from None
+    if not isinstance(data, dict):
+        raise SweepError(f"{path}: expected a mapping with keys {', '.join(GRID_KEYS)}")
+    unknown = sorted(set(data) - set(GRID_KEYS))
+    if unknown:
+        raise SweepError(f"{path}: unknown key(s) {', '.join(unknown)}; known: {', '.join(GRID_KEYS)}")
+    train = data.get("train") or {}
+    if not isinstance(train, dict):
+        raise SweepError(f"{path}: `train` must map train options to values, e.g. `epochs: 2`")
+    return {**data, "train": option_args(train, str(path))}
+
+
+def build_spec(
+    grid: dict[str, Any],
+    cache: Path | None,
+    samplers: str | None,
+    methods: str | None,
+    seeds: str | None,
+    out: Path | None,
+    jobs: int | None,
+    train_args: list[str],
+) -> SweepSpec:
+    """Command-line values over the grid file's; train flags from the file first, so the CLI's win."""
+    cache_value = cache if cache is not None else grid.get("cache")
+    spec = SweepSpec(
+        samplers=split_list(samplers if samplers is not None else grid.get("samplers"), "--samplers"),
+        methods=split_list(methods if methods is not None else grid.get("methods", "joint"), "--methods"),
+        seeds=parse_seeds(seeds if seeds is not None else grid.get("seeds", "0")),
+        out=Path(out if out is not None else grid.get("out", "runs/sweep")),
+        cache=Path(cache_value) if cache_value else None,
+        jobs=int(jobs if jobs is not None else grid.get("jobs", 1)),
+        train_args=[*grid.get("train", []), *train_args],
+    )
+    if not spec.samplers:
+        raise SweepError("no samplers: pass --samplers uniform,dus (or `samplers:` in the grid file)")
+    if not spec.methods or not spec.seeds:
+        raise SweepError("--methods and --seeds need at least one value each")
+    if spec.jobs < 1:
+        raise SweepError(f"--jobs {spec.jobs}: must be at least 1")
+    reserved = {"--sampler", "--method", "--seed", "--out", "--resume", "--cache"}
+    clash = sorted({a.split("=")[0] for a in spec.train_args} & reserved)
+    if clash:
+        raise SweepError(f"train option(s) {', '.join(clash)} are set per cell by the sweep; remove them")
+    if spec.cache is not None and not spec.cache.exists():
+        raise SweepError(f"{spec.cache}: no such cache; build it with `mmrebal prep` or fix --cache")
+    return spec
+
+
+def parse_train_opts(values: list[str]) -> list[str]:
+    """``--train-opt "--epochs 2"`` values, each split like a shell would."""
+    return [arg for value in values for arg in shlex.split(value)]
+
+
+def cell_state(cell_dir: Path) -> str:
+    """``finished`` (summary.json), ``resumable`` (checkpoints/last.pt) or ``new``."""
+    if (cell_dir / "summary.json").exists():
+        return "finished"
+    if (cell_dir / "checkpoints" / "last.pt").exists():
+        return "resumable"
+    return "new"
+
+
+def cell_command(
+    spec: SweepSpec, cell: Cell, resume: bool, launcher: Sequence[str] = DEFAULT_LAUNCHER
+) -> list[str]:
+    cmd = [*launcher, "--sampler", cell.sampler, "--method", cell.method, "--seed", str(cell.seed)]
+    cmd += ["--out", str(spec.out / cell.name)]
+    if spec.cache is not None:
+        cmd += ["--cache", str(spec.cache)]
+    return cmd + spec.train_args + (["--resume"] if resume else [])
+
+
+class SweepRunner:
+    """Runs a spec's cells ``jobs`` at a time; :meth:`stop` terminates the ones running."""
+
+    def __init__(self, spec: SweepSpec, launcher: Sequence[str] = DEFAULT_LAUNCHER) -> None:
+        self.spec = spec
+        self.launcher = tuple(launcher)
+        self._running: dict[Cell, subprocess.Popen] = {}
+        self._lock = threading.Lock()
+        self._stopping = False
+
+    def run(self, on_outcome: Callable[[CellOutcome], None] = lambda o: None) -> list[CellOutcome]:
+        """Every cell's outcome, in grid order; ``on_outcome`` sees each as it happens."""
+        self.spec.out.mkdir(parents=True, exist_ok=True)
+        cells = self.spec.cells()
+        outcomes: dict[Cell, CellOutcome] = {}
+        todo = []
+        for cell in cells:
+            if cell_state(self.spec.out / cell.name) == "finished":
+                outcomes[cell] = CellOutcome(cell, "skipped")
+                on_outcome(outcomes[cell])
+            else:
+                todo.append(cell)
+        with ThreadPoolExecutor(max_workers=self.spec.jobs) as pool:
+            futures = [pool.submit(self._run_cell, cell) for cell in todo]
+            try:
+                for future in as_completed(futures):
+                    outcome = future.result()
+                    outcomes[outcome.cell] = outcome
+                    on_outcome(outcome)
+            except BaseException:
+                for f in futures:
+                    f.cancel()
+                self.stop()
+                raise
+        return [outcomes[c] for c in cells]
+
+    def _run_cell(self, cell: Cell) -> CellOutcome:
+        if self._stopping:  # queued before an interrupt: leave the cell untouched
+            return CellOutcome(cell, "failed")
+        cell_dir = self.spec.out / cell.name
+        resume = cell_state(cell_dir) == "resumable"
+        cmd = cell_command(self.spec, cell, resume, self.launcher)
+        cell_dir.mkdir(parents=True, exist_ok=True)
+        log = cell_dir / LOG_NAME
+        with open(log, "a") as handle:
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+            handle.write(f"# {stamp} mmrebal sweep {'resume' if resume else 'start'}: {shlex.join(cmd)}\n")
+            handle.flush()
+            with self._lock:
+                if self._stopping:
+                    return CellOutcome(cell, "failed", resume, None, log)
+                proc = subprocess.Popen(
+                    cmd, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+                )
+                self._running[cell] = proc
+            returncode = proc.wait()
+            with self._lock:
+                self._running.pop(cell, None)
+        ok = returncode == 0 and cell_state(cell_dir) == "finished"
+        return CellOutcome(cell, "finished" if ok else "failed", resume, returncode, log)
+
+    def stop(self) -> None:
+        """Terminate running cells (their checkpoints let the next sweep resume them)."""
+        with self._lock:
+            self._stopping = True
+            procs = list(self._running.values())
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()

@@ -1,0 +1,278 @@
+"""`mmrebal sweep`: grid expansion, skip/resume, failures, interrupts (a fake trainer, then the real one)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from mmrebal.cli import app
+from mmrebal.sweep import (
+    LOG_NAME,
+    Cell,
+    SweepError,
+    SweepRunner,
+    SweepSpec,
+    build_spec,
+    cell_command,
+    cell_state,
+    parse_train_opts,
+    read_grid,
+)
+
+# A stand-in for `mmrebal train` with the same run-directory behaviour: a checkpoint after every
+# epoch, summary.json at the end, `--resume` continues after the checkpoint's epoch. It appends each
+# trained epoch to epochs.log so a test can tell exactly what was (re)trained.
+FAKE_TRAIN = textwrap.dedent(
+    """
+    import argparse, json, os, sys, time
+    from pathlib import Path
+
+    p = argparse.ArgumentParser()
+    for name in ("--sampler", "--method", "--seed", "--out", "--cache"):
+        p.add_argument(name)
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--sleep", type=float, default=0.0)
+    p.add_argument("--resume", action="store_true")
+    args = p.parse_args()
+    out = Path(args.out)
+    ckpt = out / "checkpoints" / "last.pt"
+    start = json.loads(ckpt.read_text())["epoch"] + 1 if args.resume else 0
+    if args.sampler == "broken":
+        print("boom: this sampler always fails")
+        sys.exit(3)
+    for epoch in range(start, args.epochs):
+        time.sleep(args.sleep)
+        with open(out / "epochs.log", "a") as f:
+            f.write(f"{epoch}\\n")
+        ckpt.parent.mkdir(parents=True, exist_ok=True)
+        ckpt.with_suffix(".tmp").write_text(json.dumps({"epoch": epoch}))
+        os.replace(ckpt.with_suffix(".tmp"), ckpt)
+    (out / "summary.json").write_text(json.dumps({"status": "finished"}))
+    """
+)
+
+
+@pytest.fixture
+def fake_train(tmp_path: Path) -> tuple[str, ...]:
+    script = tmp_path / "fake_train.py"
+    script.write_text(FAKE_TRAIN)
+    return (sys.executable, str(script))
+
+
+def epochs_trained(cell_dir: Path) -> list[int]:
+    log = cell_dir / "epochs.log"
+    return [int(x) for x in log.read_text().split()] if log.exists() else []
+
+
+def test_grid_file_cli_overrides_and_cell_commands(tmp_path: Path) -> None:
+    grid_file = tmp_path / "grid.yaml"
+    grid_file.write_text(
+        "samplers: [uniform, dus]\nmethods: [joint]\nseeds: [0, 1]\nout: ignored\n"
+        "train: {preset: cpu, epochs: 3, bf16: false, sampler_opt: {alpha: 0.5}}\n"
+    )
+    grid = read_grid(grid_file)
+    assert grid["train"] == ["--preset", "cpu", "--epochs", "3", "--no-bf16", "--sampler-opt", "alpha=0.5"]
+    extra = parse_train_opts(["--epochs 1", "--lr=0.01"])
+    spec = build_spec(grid, None, None, "joint,mla", None, tmp_path / "sw", None, extra)
+    assert [c.name for c in spec.cells()][:3] == ["uniform-joint-s0", "uniform-joint-s1", "uniform-mla-s0"]
+    assert len(spec.cells()) == 8
+    cmd = cell_command(spec, Cell("dus", "mla", 1), resume=True, launcher=("train",))
+    assert cmd[:9] == [
+        "train",
+        "--sampler",
+        "dus",
+        "--method",
+        "mla",
+        "--seed",
+        "1",
+        "--out",
+        str(tmp_path / "sw" / "dus-mla-s1"),
+    ]
+    # The grid file's train flags come first so that the command line's (later) ones win.
+    assert cmd[9:] == [*grid["train"], "--epochs", "1", "--lr=0.01", "--resume"]
+    assert "--resume" not in cell_command(spec, Cell("dus", "mla", 1), resume=False)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ({"samplers": None}, "no samplers"),
+        ({"seeds": "0,x"}, "seeds are integers"),
+        ({"seeds": "0,0"}, "lists a value twice"),
+        ({"extra": ["--seed", "3"]}, "set per cell by the sweep"),
+        ({"cache": Path("missing.h5")}, "no such cache"),
+    ],
+)
+def test_bad_grids_are_refused_with_one_line(args: dict, message: str) -> None:
+    values = {"cache": None, "samplers": "uniform", "methods": None, "seeds": None, "extra": []}
+    values.update(args)
+    with pytest.raises(SweepError, match=message):
+        build_spec({}, values["cache"], values["samplers"], values["methods"], values["seeds"], None, None,
+                   values["extra"])  # fmt: skip
+
+
+def test_unknown_grid_key_names_the_file(tmp_path: Path) -> None:
+    grid_file = tmp_path / "grid.yaml"
+    grid_file.write_text("sampler: [uniform]\n")
+    with pytest.raises(SweepError, match=r"grid.yaml: unknown key\(s\) sampler"):
+        read_grid(grid_file)
+
+
+def test_finished_cells_are_skipped_and_unfinished_resumed(
+    tmp_path: Path, fake_train: tuple[str, ...]
+) -> None:
+    spec = SweepSpec(["a", "b", "c"], ["joint"], [0], tmp_path / "sweep", train_args=["--epochs", "3"])
+    finished, resumable, new = (spec.out / c.name for c in spec.cells())
+    finished.mkdir(parents=True)
+    (finished / "summary.json").write_text("{}")
+    (resumable / "checkpoints").mkdir(parents=True)
+    (resumable / "checkpoints" / "last.pt").write_text(json.dumps({"epoch": 0}))
+    assert [cell_state(d) for d in (finished, resumable, new)] == ["finished", "resumable", "new"]
+
+    outcomes = SweepRunner(spec, launcher=fake_train).run()
+    assert [(o.status, o.resumed) for o in outcomes] == [
+        ("skipped", False),
+        ("finished", True),
+        ("finished", False),
+    ]
+    assert epochs_trained(finished) == []
+    assert epochs_trained(resumable) == [1, 2]  # continued after the checkpoint's epoch 0
+    assert epochs_trained(new) == [0, 1, 2]
+    assert (
+        "resume:" in (resumable / LOG_NAME).read_text() and "--resume" in (resumable / LOG_NAME).read_text()
+    )
+
+    again = SweepRunner(spec, launcher=fake_train).run()
+    assert [o.status for o in again] == ["skipped"] * 3
+    assert epochs_trained(new) == [0, 1, 2]
+
+
+def test_a_failing_cell_is_reported_and_the_others_run(tmp_path: Path, fake_train: tuple[str, ...]) -> None:
+    spec = SweepSpec(["broken", "ok"], ["joint"], [0, 1], tmp_path / "sweep", jobs=2)
+    outcomes = SweepRunner(spec, launcher=fake_train).run()
+    status = {o.cell.name: (o.status, o.returncode) for o in outcomes}
+    assert status == {
+        "broken-joint-s0": ("failed", 3),
+        "broken-joint-s1": ("failed", 3),
+        "ok-joint-s0": ("finished", 0),
+        "ok-joint-s1": ("finished", 0),
+    }
+    log = (spec.out / "broken-joint-s0" / LOG_NAME).read_text()
+    assert "boom: this sampler always fails" in log
+
+
+def wait_for(predicate, timeout: float, proc: subprocess.Popen) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if proc.poll() is not None:
+            raise AssertionError(
+                f"sweep exited early with {proc.returncode}: {proc.stdout.read() if proc.stdout else ''}"
+            )
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting for the sweep")
+        time.sleep(0.05)
+
+
+def test_interrupted_sweep_resumes_without_retraining(tmp_path: Path, fake_train: tuple[str, ...]) -> None:
+    """SIGINT a sweep mid-way; its running cell is stopped; the re-run skips finished cells."""
+    spec = SweepSpec(
+        ["a", "b", "c"], ["joint"], [0], tmp_path / "sweep", train_args=["--epochs", "4", "--sleep", "0.3"]
+    )
+    driver = tmp_path / "driver.py"
+    driver.write_text(
+        "import sys\nfrom pathlib import Path\nfrom mmrebal.sweep import SweepRunner, SweepSpec\n"
+        f"spec = SweepSpec(['a', 'b', 'c'], ['joint'], [0], Path({str(spec.out)!r}))\n"
+        f"spec.train_args = {spec.train_args!r}\n"
+        f"SweepRunner(spec, launcher={fake_train!r}).run()\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, str(driver)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    first, second, third = (spec.out / c.name for c in spec.cells())
+    try:
+        wait_for(lambda: (second / "checkpoints" / "last.pt").exists(), 60, proc)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0
+    assert (first / "summary.json").exists() and not (second / "summary.json").exists()
+    assert not third.exists()
+    stamp = (first / "summary.json").stat().st_mtime_ns
+    trained_before = epochs_trained(second)
+    assert 1 <= len(trained_before) < 4
+
+    outcomes = SweepRunner(spec, launcher=fake_train).run()
+    assert [(o.status, o.resumed) for o in outcomes] == [
+        ("skipped", False),
+        ("finished", True),
+        ("finished", False),
+    ]
+    assert (first / "summary.json").stat().st_mtime_ns == stamp
+    assert epochs_trained(first) == [0, 1, 2, 3]
+    assert epochs_trained(second) == [0, 1, 2, 3]  # nothing trained twice: resumed after the checkpoint
+    assert epochs_trained(third) == [0, 1, 2, 3]
+
+
+def test_cli_refuses_a_grid_without_samplers() -> None:
+    result = CliRunner().invoke(app, ["sweep", "--seeds", "0"])
+    assert result.exit_code == 2
+    assert "no samplers" in result.output
+
+
+def run_cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "mmrebal", *args], capture_output=True, text=True, env=env, timeout=480
+    )
+
+
+@pytest.mark.slow
+def test_real_sweep_interrupt_resume_and_report(tmp_path: Path) -> None:
+    """2 samplers x 1 method x 2 seeds on a tiny cache with the real trainer, interrupted once."""
+    from _tiny_cache import build_tiny_cache
+
+    cache = build_tiny_cache(tmp_path / "tiny.h5")
+    out = tmp_path / "sweep"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    args = ["sweep", "--cache", str(cache), "--samplers", "uniform,dus", "--methods", "joint",
+            "--seeds", "0,1", "--out", str(out), "--", "--preset", "cpu", "--epochs", "2"]  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mmrebal", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    first = out / "uniform-joint-s0"
+    try:
+        wait_for(lambda: (first / "summary.json").exists(), 240, proc)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0
+    stamp = (first / "summary.json").stat().st_mtime_ns
+
+    done = run_cli(args, env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 already finished" in done.stderr or "already finished" in done.stderr
+    assert (first / "summary.json").stat().st_mtime_ns == stamp
+    assert (first / LOG_NAME).read_text().count("mmrebal sweep start") == 1  # never retrained
+    for name in ("uniform-joint-s1", "dus-joint-s0", "dus-joint-s1"):
+        assert (out / name / "summary.json").exists()
+
+    report = run_cli(["report", str(out), "--out", str(tmp_path / "report.md")], env)
+    assert report.returncode == 0, report.stderr
+    text = (tmp_path / "report.md").read_text()
+    assert "| Uniform/Joint |" in text and "| DUS/Joint |" in text
