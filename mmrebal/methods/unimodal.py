@@ -2,8 +2,9 @@
 
 Only ``modality``'s encoder runs (the others are masked out at feature level, so they are never
 encoded), the loss is CE of its unimodal logits, and at evaluation its logits are also the fused
-logits. ``predict`` returns unimodal logits for that modality only, so scoring reports the scopes
-``fused`` and ``modality``.
+logits. ``predict`` runs the whole model so that every scope exists for scoring: the other
+modalities' logits come from encoders and heads this method never trains (chance level), which is
+what they are.
 """
 
 from __future__ import annotations
@@ -62,9 +63,5 @@ class Unimodal(Method):
         return StepResult(float(loss.detach()), {self.modality: modality_stats(logits, labels, mask, ce)})
 
     def predict(self, model: nn.Module, batch: Batch) -> ModelOutput:
-        size = int(batch["label"].shape[0])
-        only = torch.zeros(size, len(self.modalities), dtype=torch.bool)
-        only[:, self.index] = True
-        out = model(batch, only)
-        logits = out.unimodal_logits[self.modality]
-        return ModelOutput({self.modality: out.features[self.modality]}, {self.modality: logits}, logits)
+        out = model(batch)
+        return ModelOutput(out.features, out.unimodal_logits, out.unimodal_logits[self.modality])
