@@ -143,6 +143,12 @@ def expected(
     return f"{values.mean():.2f} ± {values.std():.2f}"
 
 
+def assert_png_not_blank(path: Path) -> None:
+    image = np.asarray(Image.open(path).convert("L"), dtype=np.float64)
+    assert image.shape[0] > 200 and image.shape[1] > 300, f"{path}: {image.shape} is too small"
+    assert image.std() > 10, f"{path} looks blank"
+
+
 def strip_style(cell: str) -> str:
     return cell.replace("**", "").replace("<u>", "").replace("</u>", "").replace(" †", "")
 
@@ -186,9 +192,7 @@ def test_figures_exist_are_linked_and_not_blank(sweep: Path, tmp_path: Path) -> 
     for fig in outcome.figures:
         assert fig.path is not None, fig.note
         assert fig.path.parent == out.parent and f"]({fig.path.name})" in text
-        image = np.asarray(Image.open(fig.path).convert("L"), dtype=np.float64)
-        assert image.shape[0] > 200 and image.shape[1] > 300
-        assert image.std() > 10, f"{fig.path} looks blank"
+        assert_png_not_blank(fig.path)
 
 
 def test_figures_without_data_are_skipped_with_a_note(tmp_path: Path) -> None:

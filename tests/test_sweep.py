@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from test_report import assert_png_not_blank, expected, strip_style, table_row
 from typer.testing import CliRunner
 
 from mmrebal.cli import app
@@ -245,7 +246,8 @@ def test_real_sweep_interrupt_resume_and_report(tmp_path: Path) -> None:
     out = tmp_path / "sweep"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     args = ["sweep", "--cache", str(cache), "--samplers", "uniform,dus", "--methods", "joint",
-            "--seeds", "0,1", "--out", str(out), "--", "--preset", "cpu", "--epochs", "2"]  # fmt: skip
+            "--seeds", "0,1", "--out", str(out), "--", "--preset", "cpu", "--epochs", "2",
+            "--batch-size", "16"]  # fmt: skip
     proc = subprocess.Popen(
         [sys.executable, "-m", "mmrebal", *args],
         stdout=subprocess.PIPE,
@@ -272,7 +274,14 @@ def test_real_sweep_interrupt_resume_and_report(tmp_path: Path) -> None:
     for name in ("uniform-joint-s1", "dus-joint-s0", "dus-joint-s1"):
         assert (out / name / "summary.json").exists()
 
-    report = run_cli(["report", str(out), "--out", str(tmp_path / "report.md")], env)
+    report = run_cli(["report", str(out), "--out", str(tmp_path / "report.md"), "--metric", "acc,map"], env)
     assert report.returncode == 0, report.stderr
     text = (tmp_path / "report.md").read_text()
-    assert "| Uniform/Joint |" in text and "| DUS/Joint |" in text
+    for label, sampler in (("Uniform/Joint", "uniform"), ("DUS/Joint", "dus")):
+        row = table_row(text, label)
+        assert row[1] == "2"
+        assert strip_style(row[2]) == expected(out, sampler, "joint", "fused", "acc")
+        assert strip_style(row[3]) == expected(out, sampler, "joint", "fused", "map")
+    for name in ("batch-size", "discrepancy"):
+        assert_png_not_blank(tmp_path / f"report-{name}.png")
+        assert f"](report-{name}.png)" in text
