@@ -208,6 +208,14 @@ class RunGroup:
         return self.first.dataset
 
     @property
+    def unimodal_modality(self) -> str | None:
+        """The one modality a ``unimodal`` run trains (``--method-opt modality=...``), if any."""
+        if self.method != "unimodal":
+            return None
+        modality = (self.first.config.get("method_options") or {}).get("modality")
+        return str(modality) if modality else None
+
+    @property
     def suffix(self) -> str:
         """`` (lr=0.1)``: the settings telling this group apart from same-named ones, if any."""
         return " (" + ", ".join(f"{k}={v}" for k, v in self.distinct.items()) + ")" if self.distinct else ""
@@ -285,9 +293,8 @@ def group_runs(runs: list[Run]) -> tuple[list[RunGroup], list[str]]:
         for group, setting in zip(same, settings, strict=True):
             group.distinct = {k: setting.get(k) for k in differing}
     for group in groups:
-        modality = (group.first.config.get("method_options") or {}).get("modality")
-        if group.method == "unimodal" and modality:
-            group.label = unimodal_label(group, str(modality))
+        if group.unimodal_modality:
+            group.label = unimodal_label(group, group.unimodal_modality)
         else:
             group.label = display_name(group.sampler, group.method) + group.suffix
         where = ", ".join(str(r.path) for r in group.runs)

@@ -72,7 +72,10 @@ def metric_stats(group: RunGroup, split: str, metrics: list[str]) -> dict[str, d
     if not frames:
         return out
     rows = pl.concat(frames, how="vertical_relaxed")
-    for scope in rows["scope"].unique(maintain_order=True).to_list():
+    scopes = rows["scope"].unique(maintain_order=True).to_list()
+    if group.unimodal_modality:  # its other heads are never trained: chance level, not results
+        scopes = [s for s in scopes if s in ("fused", group.unimodal_modality)]
+    for scope in scopes:
         scoped = rows.filter(pl.col("scope") == scope)
         per_metric = {m: stat_of([100.0 * v for v in scoped[m].to_list() if v is not None]) for m in metrics}
         out[scope] = {m: s for m, s in per_metric.items() if s is not None}
