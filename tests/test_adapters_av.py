@@ -149,9 +149,10 @@ def test_manifest_over_real_fsdd_wavs_with_written_clips(tmp_path: Path):
     items, issues = adapter.scan(tmp_path, classes=",".join(str(d) for d in range(10)))
     assert adapter.modalities == {"audio": "spectrogram", "visual": "frames"}
     assert len(items) == 20 and items[0].paths["visual"] == tmp_path / "v0.mkv"
+    known = ", ".join(str(d) for d in range(10))
     assert [i.line() for i in issues] == [
         "manifest.csv row 21: /nowhere/ghost.wav: missing audio file; fix the path or drop the row",
-        f"manifest.csv row 22: {wavs[0]}: unknown label 'eleven' (known: {', '.join(map(str, range(10)))}); fix the row",
+        f"manifest.csv row 22: {wavs[0]}: unknown label 'eleven' (known: {known}); fix the row",
     ]
     preset = PRESETS.get("avmnist")
     worker_side = pickle.loads(pickle.dumps(adapter))  # what a worker process receives

@@ -1,0 +1,233 @@
+"""Prep throughput: ``mmrebal prep`` against the reference repos' two-stage JPEG pipeline.
+
+The reference research code prepares audio-visual data in two stages: (1) dump frames of every clip
+to JPEG files (at 1 fps) and its audio to a wav; (2) at training time, per item, PIL-decode the
+JPEGs and ``librosa.load`` + STFT the wav. mmrebal decodes each clip once (decord frames at sorted
+indices, PyAV audio track) straight into the HDF5 cache, then reads arrays back.
+
+This script writes its own Kinetics-Sounds-like clips (PyAV: H.264 + AAC), then times on the same
+clips and the same number of worker processes:
+
+- ``run_prep("kinetics-sounds", ...)`` end to end (scan, parallel decode, journal, HDF5 assembly);
+- stage 1 + stage 2 of the reference pipeline (stage 2 uses the same feature code, so the
+  difference is the pipeline, not the STFT);
+- random-order reads of single samples: ``CacheDataset`` vs the JPEG loader (one process each).
+
+Usage: ``python benchmarks/prep.py [--clips 200] [--workers 2] [--seconds 10] [--preset bss-ks]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from mmrebal.prep.presets import PRESETS, Preset
+
+CLIP_SIZE = (240, 320)  # H, W of the generated clips (Kinetics is ~ 256x340)
+CLIP_FPS = 10
+CLIP_RATE = 16000
+LABELS = ("playing drums", "singing", "dog barking", "typing")
+
+
+def write_one(args: tuple[Path, int, float]) -> None:
+    """A moving gradient with a chirp: cheap to make, not trivially compressible."""
+    from mmrebal.media.video import write_clip
+
+    path, seed, seconds = args
+    rng = np.random.default_rng(seed)
+    count = round(seconds * CLIP_FPS)
+    height, width = CLIP_SIZE
+    base = rng.integers(0, 255, (height // 8, width // 8, 3), dtype=np.uint8).repeat(8, 0).repeat(8, 1)
+    frames = np.stack([np.roll(base, 4 * t, axis=1) for t in range(count)])
+    t = np.arange(round(seconds * CLIP_RATE)) / CLIP_RATE
+    audio = 0.3 * np.sin(
+        2 * np.pi * (200 + 50 * seed % 7) * t * (1 + t / seconds)
+    ) + 0.02 * rng.standard_normal(len(t))
+    write_clip(path, frames, CLIP_FPS, audio.astype(np.float32), CLIP_RATE)
+
+
+def make_dataset(root: Path, clips: int, seconds: float, workers: int) -> list[Path]:
+    folder = root / "clips"
+    folder.mkdir(parents=True)
+    paths = [folder / f"clip{n:04d}.mp4" for n in range(clips)]
+    with ProcessPoolExecutor(workers) as pool:
+        list(pool.map(write_one, [(p, n, seconds) for n, p in enumerate(paths)]))
+    rows = ["clip_id,label,split"]
+    rows += [
+        f"{p.stem},{LABELS[n % len(LABELS)]},{'test' if n % 5 == 0 else 'train'}" for n, p in enumerate(paths)
+    ]
+    (root / "labels.csv").write_text("\n".join(rows) + "\n")
+    return paths
+
+
+# --- the reference two-stage pipeline ----------------------------------------------------------
+
+
+def stage1_dump(args: tuple[Path, Path, float]) -> None:
+    """Frames at ``fps`` to JPEG (what ``ffmpeg -r 1 %05d.jpg`` does) and the audio track to a wav."""
+    import av
+    import soundfile
+    from PIL import Image
+
+    clip, out, fps = args
+    out.mkdir(parents=True)
+    with av.open(str(clip)) as container:
+        stream = container.streams.video[0]
+        stream.codec_context.thread_count = 1
+        next_time, saved = 0.0, 0
+        for frame in container.decode(stream):
+            if frame.time is not None and frame.time + 1e-6 >= next_time:
+                Image.fromarray(frame.to_ndarray(format="rgb24")).save(
+                    out / f"{saved + 1:05d}.jpg", quality=95
+                )
+                saved += 1
+                next_time = saved / fps
+    with av.open(str(clip)) as container:
+        stream = container.streams.audio[0]
+        stream.codec_context.thread_count = 1
+        wave = np.concatenate([f.to_ndarray().mean(axis=0) for f in container.decode(stream)])
+        soundfile.write(out / "audio.wav", wave.astype(np.float32), stream.codec_context.sample_rate)
+
+
+def stage2_item(folder: Path, preset: Preset) -> tuple[np.ndarray, np.ndarray]:
+    """One training item the reference way: PIL-decode chosen JPEGs, librosa.load the wav, STFT."""
+    import librosa
+    from PIL import Image
+
+    from mmrebal.media.features import audio_features
+
+    jpegs = sorted(folder.glob("*.jpg"))
+    picks = ((np.arange(preset.frames.num_frames) + 0.5) * len(jpegs) / preset.frames.num_frames).astype(int)
+    height, width = preset.frames.size
+    frames = np.stack(
+        [
+            np.asarray(Image.open(jpegs[i]).convert("RGB").resize((width, height), Image.BILINEAR))
+            for i in picks
+        ]
+    )
+    wave, _ = librosa.load(folder / "audio.wav", sr=preset.audio.sample_rate)
+    return frames, audio_features(wave, preset.audio)
+
+
+def _stage2_job(args: tuple[Path, str]) -> None:
+    stage2_item(args[0], PRESETS.get(args[1]))
+
+
+# --- timing ------------------------------------------------------------------------------------
+
+
+def time_mmrebal(root: Path, out: Path, preset: str, workers: int) -> float:
+    from mmrebal.prep.runner import run_prep
+
+    started = time.perf_counter()
+    report = run_prep("kinetics-sounds", root, out, preset=preset, workers=workers)
+    if report.issues:
+        raise SystemExit(f"mmrebal prep reported problems: {report.issues[0].line()}")
+    return time.perf_counter() - started
+
+
+def time_reference(clips: list[Path], dump: Path, preset: Preset, workers: int) -> tuple[float, float]:
+    """Both stages in fresh ``spawn`` pools, as ``run_prep`` uses, so both pay the same start-up."""
+    fps = preset.frames.fps or 1.0
+    spawn = multiprocessing.get_context("spawn")
+    started = time.perf_counter()
+    with ProcessPoolExecutor(workers, mp_context=spawn) as pool:
+        list(pool.map(stage1_dump, [(c, dump / c.stem, fps) for c in clips]))
+    stage1 = time.perf_counter() - started
+    started = time.perf_counter()
+    with ProcessPoolExecutor(workers, mp_context=spawn) as pool:
+        list(pool.map(_stage2_job, [(dump / c.stem, preset.name) for c in clips], chunksize=4))
+    return stage1, time.perf_counter() - started
+
+
+def read_rates(cache: Path, dump: Path, preset: Preset, reads: int) -> tuple[float, float]:
+    """Single-sample random reads per second: the cache's Dataset vs the JPEG loader (one process)."""
+    import torch
+
+    from mmrebal.cache.dataset import CacheDataset
+
+    torch.set_num_threads(1)
+    dataset = CacheDataset(cache, "train")
+    rng = np.random.default_rng(0)
+    order = rng.integers(0, len(dataset), reads)
+    dataset[0]  # open the file
+    started = time.perf_counter()
+    for i in order:
+        dataset[int(i)]
+    cache_rate = reads / (time.perf_counter() - started)
+    folders = sorted(p for p in dump.iterdir() if p.is_dir())
+    order = rng.integers(0, len(folders), reads)
+    started = time.perf_counter()
+    for i in order:
+        frames, spec = stage2_item(folders[int(i)], preset)
+        torch.from_numpy(frames).permute(0, 3, 1, 2).float().div_(255.0)
+        torch.from_numpy(spec).unsqueeze(0)
+    return cache_rate, reads / (time.perf_counter() - started)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clips", type=int, default=200, help="number of generated clips")
+    parser.add_argument("--workers", type=int, default=2, help="worker processes for both pipelines")
+    parser.add_argument("--seconds", type=float, default=10.0, help="clip length (Kinetics-Sounds: 10 s)")
+    parser.add_argument("--preset", default="bss-ks", help="mmrebal preset (frames and audio settings)")
+    parser.add_argument("--reads", type=int, default=200, help="random single-sample reads per loader")
+    args = parser.parse_args(argv)
+    preset = PRESETS.get(args.preset)
+    if preset.audio is None or preset.frames is None:
+        raise SystemExit(f"preset {args.preset!r} needs audio and frames")
+
+    with tempfile.TemporaryDirectory(prefix="mmrebal-bench-") as tmp:
+        tmp_path = Path(tmp)
+        started = time.perf_counter()
+        clips = make_dataset(tmp_path / "ks", args.clips, args.seconds, args.workers)
+        made = time.perf_counter() - started
+        print(
+            f"wrote {len(clips)} clips ({args.seconds:g} s, {CLIP_SIZE[1]}x{CLIP_SIZE[0]}) in {made:.1f} s",
+            file=sys.stderr,
+        )
+        ours = time_mmrebal(tmp_path / "ks", tmp_path / "ks.h5", args.preset, args.workers)
+        stage1, stage2 = time_reference(clips, tmp_path / "dump", preset, args.workers)
+        cache_rate, jpeg_rate = read_rates(tmp_path / "ks.h5", tmp_path / "dump", preset, args.reads)
+
+    n = len(clips)
+    reference = stage1 + stage2
+    rows = [
+        (f"mmrebal prep (run_prep, {args.workers} workers, to HDF5)", f"{ours:.1f}", f"{n / ours:.1f}"),
+        (
+            f"reference stage 1: frames -> JPEG + wav ({args.workers} workers)",
+            f"{stage1:.1f}",
+            f"{n / stage1:.1f}",
+        ),
+        (
+            f"reference stage 2: PIL + librosa.load + STFT ({args.workers} workers)",
+            f"{stage2:.1f}",
+            f"{n / stage2:.1f}",
+        ),
+        ("reference total", f"{reference:.1f}", f"{n / reference:.1f}"),
+    ]
+    print(
+        f"\npreset {args.preset}: {preset.frames.num_frames} frames {preset.frames.size}, "
+        f"audio {preset.audio.shape()}; {n} clips, {args.workers} workers\n"
+    )
+    print(f"| {'pipeline':<66} | {'wall s':>7} | {'clips/s':>8} |")
+    print(f"|{'-' * 68}|{'-' * 9}|{'-' * 10}|")
+    for name, wall, rate in rows:
+        print(f"| {name:<66} | {wall:>7} | {rate:>8} |")
+    print(f"| {'ratio mmrebal / reference (clips/s)':<66} | {'':>7} | {reference / ours:>7.2f}x |")
+    print(f"\n| {'loader (1 process, random single samples)':<66} | {'samples/s':>9} |")
+    print(f"|{'-' * 68}|{'-' * 11}|")
+    print(f"| {'CacheDataset (HDF5)':<66} | {cache_rate:>9.1f} |")
+    print(f"| {'JPEG loader (PIL + librosa.load + STFT)':<66} | {jpeg_rate:>9.1f} |")
+    print(f"| {'ratio':<66} | {cache_rate / jpeg_rate:>8.1f}x |")
+
+
+if __name__ == "__main__":
+    main()
