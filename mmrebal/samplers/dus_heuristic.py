@@ -24,7 +24,7 @@ def heuristic_size(
 
     ``indexing="paper"``: T = epoch + 1 (Algorithm 1 counts epochs from 1) and alpha = ln(1/beta) / E,
     so f reaches N_B exactly at the last epoch and starts at beta^((E-1)/E) N_B (32 for N_B = 64,
-    E >= 50). ``indexing="endpoints"``: T = epoch and alpha = ln(1/beta) / (E - 1), so f is exactly
+    E >= 45). ``indexing="endpoints"``: T = epoch and alpha = ln(1/beta) / (E - 1), so f is exactly
     beta N_B in the first epoch and N_B in the last. An explicit ``alpha`` overrides either default.
     """
     if indexing == "paper":
