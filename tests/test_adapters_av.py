@@ -197,3 +197,28 @@ def test_manifest_bad_header_and_missing_manifest(tmp_path: Path):
 def test_source_item_and_issue_are_plain_values():
     item = SourceItem("a", "x", None, {"audio": Path("a.wav")})
     assert item.meta == {} and PrepIssue("row 3", "a.wav", "why").line() == "row 3: a.wav: why"
+
+
+@pytest.mark.slow
+def test_manifest_fsdd_through_run_prep_to_a_cache(tmp_path: Path):
+    """The manifest adapter under the real prep runner: FSDD wavs + written clips -> HDF5 cache."""
+    from mmrebal.cache.format import read_info
+    from mmrebal.prep.runner import run_prep
+
+    wavs = fsdd_wavs(12)
+    rows = ["id,label,split,audio,video"]
+    for n, wav in enumerate(wavs):
+        write_clip(tmp_path / f"v{n}.mkv", frames(4, seed=n), fps=4)
+        rows.append(f"{wav.stem},{wav.stem.split('_')[0]},{'test' if n % 4 == 0 else 'train'},{wav},v{n}.mkv")
+    (tmp_path / "broken.mkv").write_bytes(b"\x1a\x45\xdf\xa3 not really a clip")
+    rows.append(f"broken,1,train,{wavs[0]},broken.mkv")
+    (tmp_path / "manifest.csv").write_text("\n".join(rows) + "\n")
+    out = tmp_path / "fsdd.h5"
+    report = run_prep("manifest", tmp_path / "manifest.csv", out, preset="avmnist", workers=1)
+    info = read_info(out)
+    assert report.cached == 12 and info.n == 12
+    assert info.modalities == {"audio": "spectrogram", "visual": "frames"}
+    assert info.shapes == {"audio/spec": (64, 63), "visual/frames": (3, 32, 32, 3)}
+    assert info.split_counts["test"] == 3 and info.split_counts["val"] >= 1
+    assert [(i.sample_id, Path(i.path).name) for i in report.issues] == [("broken", "broken.mkv")]
+    assert "corrupt or truncated" in report.issues[0].reason

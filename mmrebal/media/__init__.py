@@ -9,4 +9,9 @@ class MediaError(RuntimeError):
     """A file that cannot be decoded; the message is ``"<path>: <reason>; <what to do>"``."""
 
 
-__all__ = ["MediaError"]
+def ffmpeg_reason(err: Exception) -> str:
+    """FFmpeg's own words for a failure, without the path PyAV appends (the message leads with it)."""
+    return getattr(err, "strerror", None) or str(err)
+
+
+__all__ = ["MediaError", "ffmpeg_reason"]

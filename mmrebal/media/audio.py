@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mmrebal.media import MediaError
+from mmrebal.media import MediaError, ffmpeg_reason
 
 
 @cache
@@ -68,7 +68,7 @@ def _read_track(path: Path) -> tuple[np.ndarray, int]:
         raise
     except (av.FFmpegError, ValueError, OSError) as err:
         raise MediaError(
-            f"{path}: cannot decode audio ({err}); the file is corrupt or truncated, re-encode it"
+            f"{path}: cannot decode audio ({ffmpeg_reason(err)}); corrupt or truncated file, re-encode it"
         ) from None
     if not chunks:
         return np.zeros(0, np.float32), rate

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mmrebal.media import MediaError
+from mmrebal.media import MediaError, ffmpeg_reason
 
 log = logging.getLogger(__name__)
 _fallback_logged = False
@@ -93,7 +93,7 @@ def _read_pyav(path: Path, num_frames: int, size: tuple[int, int], fps: float | 
         raise
     except (av.FFmpegError, ValueError, OSError) as err:
         raise MediaError(
-            f"{path}: cannot decode video ({err}); the file is corrupt or truncated, re-encode it"
+            f"{path}: cannot decode video ({ffmpeg_reason(err)}); corrupt or truncated file, re-encode it"
         ) from None
     if not decoded:
         raise MediaError(f"{path}: no decodable video frames; the file is corrupt or truncated, re-encode it")
