@@ -9,6 +9,7 @@ each unfinished cell was in. Each attempt's output is appended to ``<cell>/train
 
 from __future__ import annotations
 
+import os
 import shlex
 import subprocess
 import sys
@@ -245,7 +246,7 @@ class SweepRunner:
                 if self._stopping:
                     return CellOutcome(cell, "failed", resume, None, log)
                 proc = subprocess.Popen(
-                    cmd, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+                    cmd, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self._env()
                 )
                 self._running[cell] = proc
             returncode = proc.wait()
@@ -253,6 +254,13 @@ class SweepRunner:
                 self._running.pop(cell, None)
         ok = returncode == 0 and cell_state(cell_dir) == "finished"
         return CellOutcome(cell, "finished" if ok else "failed", resume, returncode, log)
+
+    def _env(self) -> dict[str, str]:
+        """With several cells at once, share the cores instead of each torch taking all of them."""
+        env = dict(os.environ)
+        if self.spec.jobs > 1 and "OMP_NUM_THREADS" not in env:
+            env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // self.spec.jobs))
+        return env
 
     def stop(self) -> None:
         """Terminate running cells (their checkpoints let the next sweep resume them)."""

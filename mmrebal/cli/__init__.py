@@ -18,9 +18,9 @@ app.command("prep")(prep.prep_command)
 app.command("train")(train.train_command)
 app.command("score")(score.score_command)
 app.command("report")(report.report_command)
-app.command(
-    "sweep", context_settings={"allow_extra_args": True, "ignore_unknown_options": True}
-)(sweep.sweep_command)
+app.command("sweep", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(
+    sweep.sweep_command
+)
 
 
 def main() -> None:

@@ -25,7 +25,7 @@ def report_command(
     from mmrebal.report import FORMATS, ReportError, parse_metrics, write_report
     from mmrebal.report.tables import to_markdown
 
-    err = Console(stderr=True)
+    err = Console(stderr=True, soft_wrap=True)
     try:
         metrics = parse_metrics(metric)
         if fmt not in FORMATS:

@@ -36,7 +36,7 @@ def sweep_command(
 
     from mmrebal.sweep import SweepError, SweepRunner, build_spec, parse_train_opts, read_grid
 
-    err = Console(stderr=True)
+    err = Console(stderr=True, soft_wrap=True)
     try:
         spec = build_spec(
             read_grid(grid) if grid else {},

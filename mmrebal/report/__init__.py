@@ -76,6 +76,11 @@ def _markdown(
         f"{runs} finished runs in {len(groups)} groups from {', '.join(f'`{s}`' for s in sources)}; "
         f"split `{split}`. Runs whose configs differ only by seed form a group.",
         "",
+        "Rows are named `Sampler/Method` as the papers write them: the sampler decides which samples of "
+        "which modality each step sees (`Uniform` = plain shuffled batches), the method how the model "
+        "learns from them (`Joint` = one fused loss), so `Uniform/Joint` is the usual baseline; "
+        "`Unimodal (m)` trains modality m alone.",
+        "",
     ]
     if warnings:
         lines += ["## Warnings", "", *[f"- {w}" for w in warnings], ""]

@@ -100,8 +100,12 @@ def main_table(groups: list[RunGroup], split: str, metrics: list[str]) -> Table:
         else:
             multimodal.setdefault(g.label, {})[g.dataset] = (g, "fused")
     header = ["Method"]
+    metric_cols: list[int] = []
     for d in datasets:
-        header += [f"{d} n"] + [f"{d} {METRIC_TITLES[m]}" for m in metrics]
+        header.append(f"{d} n")
+        for m in metrics:
+            metric_cols.append(len(header))
+            header.append(f"{d} {METRIC_TITLES[m]}")
     rows: list[list[Cell]] = []
     for label, by_dataset in [*unimodal.items(), *multimodal.items()]:
         row = [Cell(label)]
@@ -114,7 +118,6 @@ def main_table(groups: list[RunGroup], split: str, metrics: list[str]) -> Table:
                 s = scoped.get(m)
                 row.append(Cell(s.text(), s) if s else Cell())
         rows.append(row)
-    metric_cols = [i for i, h in enumerate(header) if i and not h.endswith(" n")]
     _rank_metric_columns(rows, metric_cols, len(unimodal))
     notes = [
         f"{split} split, checkpoint selected on validation; percent, mean ± std over seeds (n seeds).",
