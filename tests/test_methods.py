@@ -269,3 +269,20 @@ def test_create_method_reports_unknown_options() -> None:
         create_method("unimodal", NAMES)
     with pytest.raises(KeyError, match="unknown method"):
         create_method("ogm", NAMES)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("method", ["joint", "ogm-ge", "mla"])
+def test_methods_on_cuda_with_bf16_autocast(method: str) -> None:
+    import functools
+
+    model = tiny_model("shared" if method == "mla" else "concat").cuda()
+    batch = {k: v.cuda() for k, v in tiny_batch().items()}
+    active, fused = (t.cuda() for t in all_active())
+    active[:2, 0] = False
+    ctx = StepContext(0, 0, autocast=functools.partial(torch.autocast, "cuda", dtype=torch.bfloat16))
+    chosen = create_method(method, NAMES)
+    result = chosen.train_step(model, batch, active, fused, torch.optim.SGD(model.parameters(), lr=0.1), ctx)
+    assert chosen.losses_are_finite(result) and result.modality["audio"].batch_size == 4
+    with torch.no_grad(), ctx.amp():
+        assert chosen.predict(model, batch).fused_logits.shape == (6, 3)

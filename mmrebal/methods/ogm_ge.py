@@ -122,6 +122,7 @@ class OGMGE(WeightedLoss):
                 grad = p.grad
                 if generator is None or generator.device != grad.device:
                     generator = torch.Generator(device=grad.device).manual_seed(self.seed * 1_000_003 + step)
-                std = float(grad.std()) + 1e-8 if grad.numel() > 1 else 1e-8
+                # std of the unscaled gradient, kept on the device (no host sync per parameter)
+                std = (grad.std() if grad.numel() > 1 else grad.new_zeros(())) + 1e-8
                 noise = torch.randn(grad.shape, generator=generator, device=grad.device, dtype=grad.dtype)
-                grad.mul_(coeffs[m]).add_(noise, alpha=std)
+                grad.mul_(coeffs[m]).addcmul_(noise, std)
