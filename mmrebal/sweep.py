@@ -72,6 +72,8 @@ def split_list(text: str | Sequence[Any] | None, what: str) -> list[str]:
     """``"a,b"`` or a YAML list -> ``["a", "b"]``."""
     if text is None:
         return []
+    if isinstance(text, int | float):  # a grid file's `seeds: 0`
+        text = str(text)
     items = text.split(",") if isinstance(text, str) else [str(t) for t in text]
     out = [t.strip() for t in items if str(t).strip()]
     if len(set(out)) != len(out):
@@ -152,7 +154,7 @@ def build_spec(
         seeds=parse_seeds(seeds if seeds is not None else grid.get("seeds", "0")),
         out=Path(out if out is not None else grid.get("out", "runs/sweep")),
         cache=Path(cache_value) if cache_value else None,
-        jobs=int(jobs if jobs is not None else grid.get("jobs", 1)),
+        jobs=_int(jobs if jobs is not None else grid.get("jobs", 1), "--jobs"),
         train_args=[*grid.get("train", []), *train_args],
     )
     if not spec.samplers:
@@ -168,6 +170,13 @@ def build_spec(
     if spec.cache is not None and not spec.cache.exists():
         raise SweepError(f"{spec.cache}: no such cache; build it with `mmrebal prep` or fix --cache")
     return spec
+
+
+def _int(value: Any, what: str) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise SweepError(f"{what} {value!r}: expected a whole number") from None
 
 
 def parse_train_opts(values: list[str]) -> list[str]:

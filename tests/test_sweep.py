@@ -126,6 +126,11 @@ def test_unknown_grid_key_names_the_file(tmp_path: Path) -> None:
     grid_file.write_text("sampler: [uniform]\n")
     with pytest.raises(SweepError, match=r"grid.yaml: unknown key\(s\) sampler"):
         read_grid(grid_file)
+    grid_file.write_text("samplers: uniform\nseeds: 3\njobs: many\n")
+    with pytest.raises(SweepError, match="--jobs 'many': expected a whole number"):
+        build_spec(read_grid(grid_file), None, None, None, None, None, None, [])
+    spec = build_spec(read_grid(grid_file), None, None, None, None, None, 2, [])
+    assert [c.name for c in spec.cells()] == ["uniform-joint-s3"]
 
 
 def test_finished_cells_are_skipped_and_unfinished_resumed(
