@@ -30,7 +30,8 @@ from mmrebal.samplers.base import Group, Plan, Sampler, StepFeedback
 from mmrebal.samplers.discrepancy import SCORE_KINDS, CumulativeScore, step_discrepancy
 
 
-def _choice(name: str, value: str, allowed: Sequence[str]) -> str:
+def check_choice(name: str, value: str, allowed: Sequence[str]) -> str:
+    """``value`` if it is one of ``allowed``, else one line naming the option and its choices."""
     if value not in allowed:
         raise ValueError(f"sampler option {name}={value!r} is not one of {', '.join(allowed)}")
     return value
@@ -118,10 +119,10 @@ class UnimodalBatchSampler(Sampler):
         super().__init__(num_samples, labels, modalities, batch_size, epochs, seed)
         if batch_size > num_samples:
             raise ValueError(f"batch size {batch_size} exceeds the {num_samples} training samples")
-        self.score_kind = _choice("score", score, SCORE_KINDS)
-        self.cs_reset = _choice("cs_reset", cs_reset, ("run", "epoch"))
+        self.score_kind = check_choice("score", score, SCORE_KINDS)
+        self.cs_reset = check_choice("cs_reset", cs_reset, ("run", "epoch"))
         self.cumulative = bool(cumulative)
-        self.streams_kind = _choice("streams", streams, ("independent", "shared"))
+        self.streams_kind = check_choice("streams", streams, ("independent", "shared"))
         self.steps_per_epoch = int(steps_per_epoch or math.ceil(num_samples / batch_size))
         self.cum = CumulativeScore(self.modalities)
         self.latest = {m: 0.0 for m in self.modalities}
@@ -234,7 +235,8 @@ class Policy(nn.Module):
         super().__init__()
         self.kind = kind
         self.body = nn.Sequential(nn.Linear(m, hidden), nn.Tanh(), nn.Linear(hidden, m))
-        self.log_std = nn.Parameter(torch.full((m,), math.log(init_std)))
+        if kind == "gaussian":
+            self.log_std = nn.Parameter(torch.full((m,), math.log(init_std)))
 
     def act(self, state: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, torch.Tensor]:
         """Sample proportions a~ and return them with log pi(sample | state) (differentiable)."""
@@ -276,14 +278,14 @@ class DUSSampler(UnimodalBatchSampler):
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
-        self.update = _choice("update", update, ("epoch", "step"))
-        self.state_norm = _choice("state_norm", state_norm, ("batch", "total", "none"))
+        self.update = check_choice("update", update, ("epoch", "step"))
+        self.state_norm = check_choice("state_norm", state_norm, ("batch", "total", "none"))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(self.rng.integers(2**31)))  # policy init follows the sampler seed
             self.policy = Policy(
                 len(self.modalities),
                 int(hidden),
-                _choice("policy", policy, ("gaussian", "dirichlet")),
+                check_choice("policy", policy, ("gaussian", "dirichlet")),
                 float(policy_std),
             )
         self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=float(policy_lr))

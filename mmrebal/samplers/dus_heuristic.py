@@ -9,7 +9,7 @@ import numpy as np
 
 from mmrebal.samplers import SAMPLERS
 from mmrebal.samplers.base import StepFeedback
-from mmrebal.samplers.dus import UnimodalBatchSampler, _choice, allocate
+from mmrebal.samplers.dus import UnimodalBatchSampler, allocate, check_choice
 
 
 def heuristic_size(
@@ -66,10 +66,10 @@ class DUSHeuristicSampler(UnimodalBatchSampler):
         if not 0 < beta <= 1:
             raise ValueError(f"sampler option beta={beta} must be in (0, 1]")
         self.beta, self.alpha = float(beta), None if alpha is None else float(alpha)
-        self.indexing = _choice("indexing", indexing, ("paper", "endpoints"))
-        self.decide = _choice("decide", decide, ("first", "epoch"))
+        self.indexing = check_choice("indexing", indexing, ("paper", "endpoints"))
+        self.decide = check_choice("decide", decide, ("first", "epoch"))
         if dominant != "auto":
-            _choice("dominant", dominant, self.modalities)
+            check_choice("dominant", dominant, self.modalities)
         self.fixed = dominant != "auto"
         self.dominant: str | None = dominant if self.fixed else None
         self.epoch = 0
@@ -131,7 +131,7 @@ class DUSDiscrepancySampler(UnimodalBatchSampler):
 
     def __init__(self, *args: Any, update: str = "epoch", **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.update = _choice("update", update, ("epoch", "step"))
+        self.update = check_choice("update", update, ("epoch", "step"))
         self.proportions = np.full(len(self.modalities), 1.0 / len(self.modalities))
 
     def _recompute(self) -> None:

@@ -23,7 +23,7 @@ import numpy as np
 
 from mmrebal.samplers import SAMPLERS
 from mmrebal.samplers.base import Group, Plan, Sampler, ScoreResult
-from mmrebal.samplers.dus import _choice
+from mmrebal.samplers.dus import check_choice
 
 
 def kl_to_uniform(probs: np.ndarray) -> np.ndarray:
@@ -77,8 +77,8 @@ class RemixSampler(Sampler):
         self.warmup = int(warmup)
         self.warmup_weight = float(warmup_weight)
         self.gamma = float(gamma)
-        self.order = _choice("order", order, ("sequential", "interleaved"))
-        self.tie = _choice("tie", tie, ("last", "first", "random"))
+        self.order = check_choice("order", order, ("sequential", "interleaved"))
+        self.tie = check_choice("tie", tie, ("last", "first", "random"))
         names = [s.strip() for s in sequence.split(",")] if sequence else list(reversed(self.modalities))
         if sorted(names) != sorted(self.modalities):
             raise ValueError(
