@@ -13,17 +13,19 @@ The clips are then read back by the normal prep path (decord frames, audio from 
 
 from __future__ import annotations
 
-import hashlib
-import json
+import multiprocessing
 import os
-from dataclasses import asdict, dataclass
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
-TRAIN_VOICES = ("en+m1", "en+m2", "en+m3", "en+m4", "en+m5", "en+m6", "en+f1", "en+f2", "en+f3")
-TEST_VOICES = ("en+m7", "en+f4")
+# eSpeak NG voice variants. The "breath" variants (f2, f3, f5, ...) are left out: their breath noise
+# is not reproducible from run to run, and a resumed prep must match an uninterrupted one.
+TRAIN_VOICES = tuple(f"en+{v}" for v in ("m1", "m2", "m3", "m4", "m5", "m6", "f1", "annie", "linda", "alex"))
+TEST_VOICES = ("en+m7", "en+f4", "en+belinda")
 MNIST_PER_CLASS = 500
 RATE_RANGE = (130, 230)  # words per minute
 PITCH_RANGE = (25, 75)  # eSpeak NG 0-100 scale, 50 = the voice's own pitch
@@ -60,6 +62,7 @@ class AvmnistSpec:
 class SampleRecipe:
     """The per-sample draws: which digit image, which voice, how it is spoken and moved."""
 
+    index: int
     sample_id: str
     label: int
     split: str
@@ -71,7 +74,7 @@ class SampleRecipe:
 
 
 def plan(spec: AvmnistSpec) -> list[SampleRecipe]:
-    """Class-balanced recipes; test = the samples given a held-out voice (about 2 in 11)."""
+    """Class-balanced recipes; test = the samples given a held-out voice (about 3 in 13)."""
     rng = np.random.default_rng(spec.seed)
     labels = np.arange(spec.size) % 10
     rng.shuffle(labels)
@@ -83,6 +86,7 @@ def plan(spec: AvmnistSpec) -> list[SampleRecipe]:
         voice = voices[int(rng.integers(len(voices)))]
         out.append(
             SampleRecipe(
+                index=i,
                 sample_id=f"avmnist_{i:05d}",
                 label=label,
                 split="test" if voice in TEST_VOICES else "train",
@@ -97,9 +101,27 @@ def plan(spec: AvmnistSpec) -> list[SampleRecipe]:
     return out
 
 
-def spec_hash(spec: AvmnistSpec) -> str:
-    """sha256 of the generator parameters: the avmnist "source manifest"."""
-    return hashlib.sha256(json.dumps(asdict(spec), sort_keys=True).encode()).hexdigest()
+def synthesize_speech(recipes: list[SampleRecipe], path: Path) -> tuple[np.ndarray, int]:
+    """Speak every recipe's digit name, in plan order, into one int16 ``.npy`` at ``path`` (atomic).
+
+    Returns the offsets [n + 1] of each word in that array and the sample rate.
+    """
+    from mmrebal.prep import tts
+
+    words = [tts.speak(DIGIT_WORDS[r.label], r.voice, r.rate, r.pitch) for r in recipes]
+    offsets = np.concatenate([[0], np.cumsum([len(w) for w in words])]).astype(np.int64)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as fh:
+        np.save(fh, np.concatenate(words) if words else np.zeros(0, np.int16))
+    os.replace(tmp, path)
+    return offsets, tts.sample_rate()
+
+
+def speak_in_fresh_process(recipes: list[SampleRecipe], path: Path) -> tuple[np.ndarray, int]:
+    """``synthesize_speech`` in a new process: eSpeak NG then starts from its initial state, so the
+    same recipes give the same samples in every run (a resumed prep matches an uninterrupted one)."""
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(synthesize_speech, recipes, path).result()
 
 
 def mnist_digits() -> np.ndarray:
@@ -150,16 +172,24 @@ def render_audio(
     return np.clip(wave, -1.0, 1.0)
 
 
-def write_sample(path: Path, recipe: SampleRecipe, spec: AvmnistSpec, digit: np.ndarray) -> None:
-    """Write one sample's clip (H.264 frames + PCM speech in .mkv); atomic, so a kill leaves no torn clip."""
+def write_sample(
+    path: Path,
+    recipe: SampleRecipe,
+    spec: AvmnistSpec,
+    digit: np.ndarray,
+    speech: np.ndarray,
+    sample_rate: int,
+) -> None:
+    """Write one sample's clip (H.264 frames + PCM speech in .mkv); atomic, so a kill leaves no torn clip.
+
+    ``speech`` is the recipe's word as int16 PCM from ``synthesize_speech``.
+    """
     from mmrebal.media.video import write_clip
-    from mmrebal.prep import tts
 
     rng = np.random.default_rng(recipe.seed)
     frames = render_frames(digit, spec, rng)
-    speech = tts.speak(DIGIT_WORDS[recipe.label], recipe.voice, recipe.rate, recipe.pitch)
-    audio = render_audio(speech, tts.sample_rate(), spec, rng)
-    write_clip(path, frames, spec.clip_fps, audio=audio, sample_rate=tts.sample_rate())
+    audio = render_audio(speech.astype(np.float32) / 32768.0, sample_rate, spec, rng)
+    write_clip(path, frames, spec.clip_fps, audio=audio, sample_rate=sample_rate)
 
 
 def ensure_default_cache(path: Path | None = None, workers: int | None = None) -> Path:

@@ -24,9 +24,9 @@ def stratified_carve(ids: Sequence[str], labels: Sequence[int], fraction: float,
     chosen: set[str] = set()
     for label in sorted(by_class):
         members = sorted(by_class[label])
-        count = round(fraction * len(members))
+        count = min(round(fraction * len(members)), len(members) - 1)
         if fraction > 0 and len(members) >= 2:
-            count = min(max(count, 1), len(members) - 1)
+            count = max(count, 1)
         order = rng.permutation(len(members))[:count]
         chosen.update(members[i] for i in order)
     return chosen

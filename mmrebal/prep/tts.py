@@ -2,8 +2,10 @@
 
 Driven through ctypes in synchronous mode: ``espeak_Synth`` returns only once the callback has been
 handed every sample, so one process can synthesise words back to back with no audio device and no
-threads. eSpeak NG keeps global state, so one ``Speaker`` per process (the library is initialised
-once per process, on first use).
+threads. The library is initialised once per process, on first use. eSpeak NG keeps synthesis state
+across utterances (its pitch-flutter phase, gain control, breath noise) that no API call resets, so
+a word's exact samples depend on what the process said before: callers that need reproducible audio
+speak a fixed sequence of words in a fresh process (see ``mmrebal.prep.avmnist.speak_in_fresh_process``).
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ class _Engine:
         return 0
 
     def speak(self, text: str, voice: str, rate: int, pitch: int) -> np.ndarray:
+        """int16 PCM at ``self.sample_rate``."""
         if self.lib.espeak_SetVoiceByName(voice.encode()) != 0:
             raise TTSError(f"eSpeak NG has no voice {voice!r} (try e.g. 'en+m3' or 'en+f2')")
         self.lib.espeak_SetParameter(ESPEAK_RATE, int(rate), 0)
@@ -73,7 +76,7 @@ class _Engine:
         self.lib.espeak_Synchronize()
         pcm = np.concatenate(self._chunks) if self._chunks else np.zeros(0, dtype=np.int16)
         self._chunks = []
-        return pcm.astype(np.float32) / 32768.0
+        return pcm
 
 
 @cache
@@ -87,5 +90,5 @@ def sample_rate() -> int:
 
 
 def speak(text: str, voice: str = "en", rate: int = 175, pitch: int = 50) -> np.ndarray:
-    """``text`` spoken by ``voice`` (``en+m3``) at ``rate`` words/min and ``pitch`` 0-100: float32 mono."""
+    """``text`` spoken by ``voice`` (``en+m3``) at ``rate`` words/min and ``pitch`` 0-100: int16 mono PCM."""
     return _engine().speak(text, voice, rate, pitch)

@@ -1,8 +1,10 @@
 """The embedded ``avmnist`` dataset as an adapter: ``scan`` plans the samples, ``decode`` writes a
 sample's clip if it is not there yet and then reads it back exactly like any other dataset's clip.
 
-Writing inside ``decode`` puts clip synthesis in the runner's worker pool and under its journal, so
-generation is parallel, streaming and resumable too. ``synthetic = True`` tells the runner that
+The spoken words are synthesised once by ``scan`` in a fresh process, in plan order, into
+``<root>/speech.npy`` (so they are identical in every run; see ``mmrebal.prep.tts``). Writing the clips
+inside ``decode`` puts the rest of the generation in the runner's worker pool and under its journal,
+so it is parallel, streaming and resumable too. ``synthetic = True`` tells the runner that
 ``root`` is a work folder for the generated clips and that the source manifest is the generator
 recipe (``item.meta``) rather than files that already exist.
 """
@@ -11,12 +13,20 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from mmrebal.prep.adapters import ADAPTERS
 from mmrebal.prep.adapters.base import Adapter, LayoutError, PrepIssue, SourceItem
-from mmrebal.prep.avmnist import AvmnistSpec, SampleRecipe, mnist_digits, plan, write_sample
+from mmrebal.prep.avmnist import (
+    AvmnistSpec,
+    SampleRecipe,
+    mnist_digits,
+    plan,
+    speak_in_fresh_process,
+    write_sample,
+)
 from mmrebal.prep.presets import Preset
 
 _DEFAULTS = AvmnistSpec()
@@ -32,7 +42,11 @@ class AvmnistAdapter(Adapter):
 
     def __init__(self) -> None:
         self.spec = _DEFAULTS
-        self.digits: np.ndarray | None = None  # loaded by scan, shipped to workers with the adapter
+        self.digits: np.ndarray | None = None  # set by scan, shipped to workers with the adapter
+        self.speech_path: Path | None = None
+        self.offsets: np.ndarray | None = None
+        self.sample_rate = 0
+        self._speech: np.ndarray | None = None  # memory map of speech.npy, opened per process
 
     def scan(
         self,
@@ -62,8 +76,11 @@ class AvmnistAdapter(Adapter):
         self.digits = mnist_digits()
         folder = Path(root)
         folder.mkdir(parents=True, exist_ok=True)
+        recipes = plan(self.spec)
+        self.speech_path = folder / "speech.npy"
+        self.offsets, self.sample_rate = speak_in_fresh_process(recipes, self.speech_path)
         items = []
-        for recipe in plan(self.spec):
+        for recipe in recipes:
             clip = folder / f"{recipe.sample_id}.mkv"
             paths = {"audio": clip, "visual": clip}
             items.append(SourceItem(recipe.sample_id, str(recipe.label), recipe.split, paths, asdict(recipe)))
@@ -73,5 +90,11 @@ class AvmnistAdapter(Adapter):
         clip = item.paths["visual"]
         if not clip.exists():
             recipe = SampleRecipe(**item.meta)
-            write_sample(clip, recipe, self.spec, self.digits[recipe.mnist_index])
+            if self._speech is None:
+                self._speech = np.load(self.speech_path, mmap_mode="r")
+            speech = np.asarray(self._speech[self.offsets[recipe.index] : self.offsets[recipe.index + 1]])
+            write_sample(clip, recipe, self.spec, self.digits[recipe.mnist_index], speech, self.sample_rate)
         return super().decode(item, preset)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_speech": None}
