@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import copy
 import math
+import os
+import socket
+from pathlib import Path
 
 import pytest
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from mmrebal.methods import StepContext, create_method
 from mmrebal.methods.mla import MLA, entropy_weights, owm_update
@@ -286,3 +292,41 @@ def test_methods_on_cuda_with_bf16_autocast(method: str) -> None:
     assert chosen.losses_are_finite(result) and result.modality["audio"].batch_size == 4
     with torch.no_grad(), ctx.amp():
         assert chosen.predict(model, batch).fused_logits.shape == (6, 3)
+
+
+def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    torch.set_num_threads(1)
+    results = {}
+    for method in ("ogm-ge", "mla"):
+        model = tiny_model("shared" if method == "mla" else "concat")  # same seed: same start everywhere
+        wrapped = DistributedDataParallel(model, find_unused_parameters=True)
+        batch = tiny_batch()
+        torch.manual_seed(100 + rank)  # each rank sees different data, hence different local scores
+        batch["audio"] = torch.randn_like(batch["audio"]) * (1 + rank)
+        batch["label"] = torch.randint(0, 3, (6,))
+        chosen = create_method(method, NAMES)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+        extras = [
+            chosen.train_step(wrapped, batch, *all_active(), optimizer, StepContext(0, step)).extra
+            for step in range(2)
+        ]
+        results[method] = {"params": [p.detach() for p in model.parameters()], "extras": extras}
+    torch.save(results, Path(out) / f"{rank}.pt")
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_methods_keep_ddp_ranks_identical(tmp_path: Path) -> None:
+    """2 gloo processes: OGM-GE sums scores over ranks and seeds its noise by step, MLA averages its
+    feature means, so every rank applies the same k, noise and projection."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_ddp_worker, args=(2, port, str(tmp_path)), nprocs=2, join=True)
+    r0, r1 = (torch.load(tmp_path / f"{r}.pt", weights_only=True) for r in (0, 1))
+    for method in ("ogm-ge", "mla"):
+        assert r0[method]["extras"] == r1[method]["extras"]
+        for a, b in zip(r0[method]["params"], r1[method]["params"], strict=True):
+            torch.testing.assert_close(a, b)

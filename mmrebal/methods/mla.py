@@ -3,6 +3,9 @@
 Training (needs ``--fusion shared``): per step, for each modality in model order, a forward of that
 modality alone (the others masked out, so never encoded) through the ONE shared head, its CE loss,
 backward, the gradient modification of the shared head's weight, and an optimizer step.
+``StepResult.loss`` is the sum of the modalities' losses. A sampler's ``loss_weights`` weigh the
+joint loss's terms; MLA has no fused term and trains each modality with its plain CE, so it does
+not apply them.
 
 Gradient modification (the paper's OWM-style projection, Sec. 3.2): a projector P [D, D], P_0 = I,
 kept across the whole run, protects what the head learned from the previously trained modality. With
@@ -159,13 +162,12 @@ class MLA(Method):
                 out = model(batch, only)
             rows = mask.to(labels.device)
             ce = masked_ce(out.unimodal_logits[m], labels, rows)
-            loss = (ctx.loss_weights or {}).get(m, 1.0) * ce
-            loss.backward()
+            ce.backward()
             if self.projection:
                 self._project(head.weight, self._mean_features(out.features[m][rows]))
-            step_if_finite(loss, optimizer)
+            step_if_finite(ce, optimizer)
             stats[m] = modality_stats(out.unimodal_logits[m], labels, rows, ce)
-            total += float(loss.detach())
+            total += float(ce.detach())
         return StepResult(total, stats)
 
     def predict(self, model: nn.Module, batch: Batch) -> ModelOutput:

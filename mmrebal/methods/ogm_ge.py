@@ -19,7 +19,8 @@ modulates; ``params="all"`` selects every parameter of the encoder (needed for t
 which have no 4-D weight). The loss is the reference's CE(fused) alone (``unimodal_weight=0``);
 samplers that feed unimodal-only rows (DUS) need ``unimodal_weight`` > 0 for those rows to count.
 
-Noise comes from a generator seeded by (``seed``, step), so it is identical on every DDP rank and
+A step where some modality has no rows (a Remix modality-pure batch) has no ratio and is not
+modulated. Noise comes from a generator seeded by (``seed``, step), so it is identical on every DDP rank and
 after resume; under DDP the scores are summed over ranks (the global batch) before the ratio.
 """
 

@@ -1,10 +1,10 @@
 """``unimodal``: train and evaluate one modality alone (the unimodal rows of the papers' tables).
 
 Only ``modality``'s encoder runs (the others are masked out at feature level, so they are never
-encoded), the loss is CE of its unimodal logits, and at evaluation its logits are also the fused
-logits. ``predict`` runs the whole model so that every scope exists for scoring: the other
-modalities' logits come from encoders and heads this method never trains (chance level), which is
-what they are.
+encoded), the loss is CE of its unimodal logits (a sampler's ``loss_weights`` do not apply), and
+at evaluation its logits are also the fused logits. ``predict`` runs the whole model so that every
+scope exists for scoring: the other modalities' logits come from encoders and heads this method
+never trains (chance level), which is what they are.
 """
 
 from __future__ import annotations
@@ -56,11 +56,9 @@ class Unimodal(Method):
         ce = masked_ce(logits, labels, mask)
         if ce is None:
             return StepResult(0.0, {})
-        weight = (ctx.loss_weights or {}).get(self.modality, 1.0)
-        loss = weight * ce
-        loss.backward()
-        step_if_finite(loss, optimizer)
-        return StepResult(float(loss.detach()), {self.modality: modality_stats(logits, labels, mask, ce)})
+        ce.backward()
+        step_if_finite(ce, optimizer)
+        return StepResult(float(ce.detach()), {self.modality: modality_stats(logits, labels, mask, ce)})
 
     def predict(self, model: nn.Module, batch: Batch) -> ModelOutput:
         out = model(batch)
