@@ -13,7 +13,7 @@ clips and the same number of worker processes:
   difference is the pipeline, not the STFT);
 - random-order reads of single samples: ``CacheDataset`` vs the JPEG loader (one process each).
 
-Usage: ``python benchmarks/prep.py [--clips 200] [--workers 2] [--seconds 10] [--preset bss-ks]``
+Usage: ``python benchmarks/prep.py [--clips 100] [--workers 2] [--seconds 10] [--preset bss-ks]``
 """
 
 from __future__ import annotations
@@ -174,7 +174,7 @@ def read_rates(cache: Path, dump: Path, preset: Preset, reads: int) -> tuple[flo
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--clips", type=int, default=200, help="number of generated clips")
+    parser.add_argument("--clips", type=int, default=100, help="number of generated clips")
     parser.add_argument("--workers", type=int, default=2, help="worker processes for both pipelines")
     parser.add_argument("--seconds", type=float, default=10.0, help="clip length (Kinetics-Sounds: 10 s)")
     parser.add_argument("--preset", default="bss-ks", help="mmrebal preset (frames and audio settings)")

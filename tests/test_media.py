@@ -151,3 +151,19 @@ def test_write_clip_rejects_bad_input(tmp_path: Path):
     with pytest.raises(ValueError, match="sample_rate"):
         write_clip(tmp_path / "a.mp4", ramp_frames(2), fps=2, audio=tone(0.1))
     assert not list(tmp_path.iterdir())
+
+
+def test_stereo_packed_track_is_averaged(tmp_path: Path):
+    import av
+
+    left = tone(0.5)
+    stereo = np.stack([left, -0.5 * left])
+    path = tmp_path / "stereo.mkv"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("pcm_s16le", rate=SR)
+        stream.layout = "stereo"
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(stereo), format="fltp", layout="stereo")
+        frame.sample_rate = SR
+        container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    np.testing.assert_allclose(read_audio(path, SR), 0.25 * left, atol=1 / 16384)

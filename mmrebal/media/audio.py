@@ -63,7 +63,10 @@ def _read_track(path: Path) -> tuple[np.ndarray, int]:
             stream = container.streams.audio[0]
             stream.codec_context.thread_count = 1
             rate = int(stream.codec_context.sample_rate or stream.rate)
-            chunks = [_mono(frame) for frame in container.decode(stream)]
+            chunks, planar, channels = [], True, 1
+            for frame in container.decode(stream):
+                chunks.append(frame.to_ndarray())
+                planar, channels = frame.format.is_planar, frame.layout.nb_channels
     except MediaError:
         raise
     except (av.FFmpegError, ValueError, OSError) as err:
@@ -72,14 +75,14 @@ def _read_track(path: Path) -> tuple[np.ndarray, int]:
         ) from None
     if not chunks:
         return np.zeros(0, np.float32), rate
-    return np.concatenate(chunks), rate
+    return _mono(np.concatenate(chunks, axis=1), planar, channels), rate
 
 
-def _mono(frame) -> np.ndarray:
+def _mono(samples: np.ndarray, planar: bool, channels: int) -> np.ndarray:
     """PyAV gives [channels, n] (planar) or [1, n * channels] (packed) in the codec's sample type."""
-    samples = frame.to_ndarray()
-    if not frame.format.is_planar:
-        samples = samples.reshape(-1, frame.layout.nb_channels).T
+    if not planar:
+        samples = samples.reshape(-1, channels).T
     if np.issubdtype(samples.dtype, np.integer):
-        samples = samples.astype(np.float32) / float(np.iinfo(samples.dtype).max + 1)
-    return samples.astype(np.float32).mean(axis=0)
+        scale = float(np.iinfo(samples.dtype).max + 1)
+        return (samples.mean(axis=0, dtype=np.float64) / scale).astype(np.float32)
+    return samples.mean(axis=0, dtype=np.float32)
