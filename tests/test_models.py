@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 from torch import nn
@@ -142,20 +144,46 @@ def test_build_model_reports_bad_shapes_and_names() -> None:
         ENCODERS.get("resnet50")("spectrogram", 8)
 
 
-def test_text_encoder_loads_offline_from_the_package_folder() -> None:
+def test_resnet50_rejects_a_foreign_state_dict(tmp_path) -> None:
+    path = tmp_path / "weights.pt"
+    torch.save({"conv1.weight": torch.zeros(64, 3, 7, 7)}, path)
+    with pytest.raises(ValueError, match="not a torchvision ResNet50 state dict"):
+        ENCODERS.get("resnet50")("image", 8, weights_path=path)
+
+
+def _tokens(texts: list[str], length: int) -> dict[str, torch.Tensor]:
     from transformers import AutoTokenizer
 
     from mmrebal.models.text import default_text_model
 
-    folder = default_text_model()
-    tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
-    short = tokenizer(["a cat"], padding="max_length", max_length=6, return_tensors="pt")
-    long = tokenizer(["a cat"], padding="max_length", max_length=10, return_tensors="pt")
+    tokenizer = AutoTokenizer.from_pretrained(str(default_text_model()), local_files_only=True)
+    enc = tokenizer(texts, padding="max_length", max_length=length, truncation=True, return_tensors="pt")
+    return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+
+
+def test_text_encoder_loads_offline_from_the_package_folder(monkeypatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     torch.manual_seed(0)
-    encoder = ENCODERS.get("minilm")("tokens", 16).eval()
+    model = build_model(
+        {"text": "tokens", "image": "image"},
+        {"text/input_ids": (10,), "text/attention_mask": (10,), "image/pixels": (16, 16, 3)},
+        3,
+        {"text": "minilm", "image": "cnn"},
+        feature_dim=16,
+        encoder_options={"image": TINY},
+    ).eval()
+    assert model.encoder("text").model.config.hidden_size == 384
+    assert os.environ["HF_HUB_OFFLINE"] == "1"  # loading never falls back to the hub
+    texts = ["a cat", "three dogs bark loudly", "seven"]
+    batch = {
+        "label": torch.zeros(3, dtype=torch.long),
+        "text": _tokens(texts, 10),
+        "image": torch.randn(3, 3, 16, 16),
+    }
+    active = torch.tensor([[1, 1], [0, 1], [1, 1]], dtype=torch.bool)
     with torch.no_grad():
-        a = encoder({"input_ids": short["input_ids"], "attention_mask": short["attention_mask"]})
-        b = encoder({"input_ids": long["input_ids"], "attention_mask": long["attention_mask"]})
-    assert a.shape == (1, 16)
-    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)  # mean pooling ignores padding
-    assert encoder.model.config.hidden_size == 384
+        out = model(batch, active)
+        alone = model.encoder("text")(_tokens(["seven"], 6))  # mean pooling ignores padding
+    assert out.fused_logits.shape == (3, 3) and out.features["text"].shape == (3, 16)
+    assert torch.all(out.features["text"][1] == 0)
+    torch.testing.assert_close(out.features["text"][2:], alone, atol=1e-5, rtol=1e-4)
