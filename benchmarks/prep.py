@@ -8,7 +8,8 @@ indices, PyAV audio track) straight into the HDF5 cache, then reads arrays back.
 This script writes its own Kinetics-Sounds-like clips (PyAV: H.264 + AAC), then times on the same
 clips and the same number of worker processes:
 
-- ``run_prep("kinetics-sounds", ...)`` end to end (scan, parallel decode, journal, HDF5 assembly);
+- ``run_prep("kinetics-sounds", ...)`` end to end (scan, parallel decode, journal, HDF5 assembly),
+  and the same decode functions alone (the cost of writing the cache is the difference);
 - stage 1 + stage 2 of the reference pipeline (stage 2 uses the same feature code, so the
   difference is the pipeline, not the STFT);
 - random-order reads of single samples: ``CacheDataset`` vs the JPEG loader (one process each).
@@ -133,6 +134,24 @@ def time_mmrebal(root: Path, out: Path, preset: str, workers: int) -> float:
     return time.perf_counter() - started
 
 
+def _decode_job(args: tuple[object, object, str]) -> None:
+    adapter, item, preset = args
+    adapter.decode(item, PRESETS.get(preset))
+
+
+def time_decode_only(root: Path, preset: str, workers: int) -> float:
+    """The decode functions alone (adapter.decode in a spawn pool, arrays dropped): prep minus writing."""
+    from mmrebal.prep.adapters import ADAPTERS, load_builtin
+
+    load_builtin()
+    adapter = ADAPTERS.get("kinetics-sounds")()
+    started = time.perf_counter()
+    items, _ = adapter.scan(root)
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        list(pool.map(_decode_job, [(adapter, item, preset) for item in items], chunksize=4))
+    return time.perf_counter() - started
+
+
 def time_reference(clips: list[Path], dump: Path, preset: Preset, workers: int) -> tuple[float, float]:
     """Both stages in fresh ``spawn`` pools, as ``run_prep`` uses, so both pay the same start-up."""
     fps = preset.frames.fps or 1.0
@@ -194,39 +213,58 @@ def main(argv: list[str] | None = None) -> None:
             file=sys.stderr,
         )
         ours = time_mmrebal(tmp_path / "ks", tmp_path / "ks.h5", args.preset, args.workers)
+        decode_only = time_decode_only(tmp_path / "ks", args.preset, args.workers)
         stage1, stage2 = time_reference(clips, tmp_path / "dump", preset, args.workers)
         cache_rate, jpeg_rate = read_rates(tmp_path / "ks.h5", tmp_path / "dump", preset, args.reads)
 
-    n = len(clips)
+    n, w = len(clips), args.workers
     reference = stage1 + stage2
-    rows = [
-        (f"mmrebal prep (run_prep, {args.workers} workers, to HDF5)", f"{ours:.1f}", f"{n / ours:.1f}"),
-        (
-            f"reference stage 1: frames -> JPEG + wav ({args.workers} workers)",
-            f"{stage1:.1f}",
-            f"{n / stage1:.1f}",
-        ),
-        (
-            f"reference stage 2: PIL + librosa.load + STFT ({args.workers} workers)",
-            f"{stage2:.1f}",
-            f"{n / stage2:.1f}",
-        ),
-        ("reference total", f"{reference:.1f}", f"{n / reference:.1f}"),
-    ]
     print(
         f"\npreset {args.preset}: {preset.frames.num_frames} frames {preset.frames.size}, "
-        f"audio {preset.audio.shape()}; {n} clips, {args.workers} workers\n"
+        f"audio {preset.audio.shape()}; {n} clips, {w} workers\n"
     )
-    print(f"| {'pipeline':<66} | {'wall s':>7} | {'clips/s':>8} |")
-    print(f"|{'-' * 68}|{'-' * 9}|{'-' * 10}|")
-    for name, wall, rate in rows:
-        print(f"| {name:<66} | {wall:>7} | {rate:>8} |")
-    print(f"| {'ratio mmrebal / reference (clips/s)':<66} | {'':>7} | {reference / ours:>7.2f}x |")
-    print(f"\n| {'loader (1 process, random single samples)':<66} | {'samples/s':>9} |")
-    print(f"|{'-' * 68}|{'-' * 11}|")
-    print(f"| {'CacheDataset (HDF5)':<66} | {cache_rate:>9.1f} |")
-    print(f"| {'JPEG loader (PIL + librosa.load + STFT)':<66} | {jpeg_rate:>9.1f} |")
-    print(f"| {'ratio':<66} | {cache_rate / jpeg_rate:>8.1f}x |")
+    table(
+        ("pipeline", "wall s", "clips/s"),
+        [
+            (f"mmrebal prep (run_prep end to end, {w} workers, to HDF5)", f"{ours:.1f}", f"{n / ours:.1f}"),
+            (
+                f"  its decoding alone (adapter.decode, {w} workers)",
+                f"{decode_only:.1f}",
+                f"{n / decode_only:.1f}",
+            ),
+            (f"reference stage 1: frames -> JPEG + wav ({w} workers)", f"{stage1:.1f}", f"{n / stage1:.1f}"),
+            (
+                f"reference stage 2: PIL + librosa.load + STFT ({w} workers)",
+                f"{stage2:.1f}",
+                f"{n / stage2:.1f}",
+            ),
+            ("reference total", f"{reference:.1f}", f"{n / reference:.1f}"),
+            ("ratio mmrebal prep / reference", "", f"{reference / ours:.2f}x"),
+            ("ratio mmrebal decoding / reference", "", f"{reference / decode_only:.2f}x"),
+        ],
+    )
+    print()
+    table(
+        ("loader (1 process, random single samples)", "samples/s"),
+        [
+            ("CacheDataset (HDF5)", f"{cache_rate:.1f}"),
+            ("JPEG loader (PIL + librosa.load + STFT)", f"{jpeg_rate:.1f}"),
+            ("ratio", f"{cache_rate / jpeg_rate:.1f}x"),
+        ],
+    )
+
+
+def table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    """A Markdown table: the first column left-aligned, the numbers right-aligned."""
+    widths = [max(len(r[k]) for r in [header, *rows]) for k in range(len(header))]
+    for number, row in enumerate([header, *rows]):
+        cells = [
+            row[0].ljust(widths[0]),
+            *(c.rjust(width) for c, width in zip(row[1:], widths[1:], strict=True)),
+        ]
+        print("| " + " | ".join(cells) + " |")
+        if number == 0:
+            print("|" + "|".join("-" * (width + 2) for width in widths) + "|")
 
 
 if __name__ == "__main__":

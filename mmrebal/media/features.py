@@ -12,7 +12,8 @@ dependency; it follows ``torchaudio.compliance.kaldi.fbank`` (what the AST-style
 - input in [-1, 1] as torchaudio loads it (Kaldi's own binaries see int16 values: their log energies
   are larger by ln(32768^2) ~ 20.79); computed in float64, returned as float32 (torchaudio computes
   in float32, so values agree to ~1e-5). ``use_energy`` is off, as in the AST loaders; subtracting
-  the waveform mean first (AST does) changes nothing because each frame's DC offset is removed.
+  the waveform mean first (AST does) changes nothing because each frame's DC offset is removed;
+  a waveform shorter than one frame gives an all-padding feature where torchaudio raises.
 """
 
 from __future__ import annotations
