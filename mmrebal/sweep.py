@@ -265,8 +265,9 @@ class SweepRunner:
         return CellOutcome(cell, "finished" if ok else "failed", resume, returncode, log)
 
     def _env(self) -> dict[str, str]:
-        """With several cells at once, share the cores instead of each torch taking all of them."""
-        env = dict(os.environ)
+        """Unbuffered output so ``train.log`` follows a cell live; with several cells at once, share
+        the cores instead of each torch taking all of them."""
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         if self.spec.jobs > 1 and "OMP_NUM_THREADS" not in env:
             env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // self.spec.jobs))
         return env
