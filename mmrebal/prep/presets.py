@@ -2,7 +2,8 @@
 
 Each preset fixes every decoding parameter, so a cache records how it was made (``Preset.params``)
 and two caches built with the same preset are comparable. Shapes follow from the numbers:
-``ogm`` 257x188, ``bss`` 257x1250, ``bss-ks`` 257x1003, ``fbank`` 128x1024, ``avmnist`` 64x63.
+``ogm`` 257x188 (``ogm-3f``: the same with 3 frames), ``bss`` 257x1250, ``bss-ks`` 257x1003,
+``fbank`` 128x1024, ``avmnist`` 64x63.
 """
 
 from __future__ import annotations
@@ -112,6 +113,14 @@ _add(
         FramePreset(1, (224, 224), 1.0),
         "OGM-GE CREMA-D: 22,050 Hz tiled to 3 s, clipped, log|STFT| 512/353 -> 257x188; 1 frame of the "
         "1 fps frame list at 224x224.",
+    )
+)
+_add(
+    Preset(
+        "ogm-3f",
+        _crema_audio(3.0),
+        FramePreset(3, (224, 224), 1.0),
+        "ogm with OGM-GE's multi-frame option: 3 evenly spaced frames of the 1 fps frame list.",
     )
 )
 _add(
