@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
 from pathlib import Path
 
@@ -16,7 +17,9 @@ from mmrebal.media.video import write_clip
 from mmrebal.prep.adapters import ADAPTERS, LayoutError, PrepIssue, SourceItem, load_builtin
 from mmrebal.prep.presets import PRESETS
 
-FSDD = Path(__file__).resolve().parents[2] / "shared" / "data" / "fsdd" / "recordings"
+# The Free Spoken Digit Dataset lives beside the repo (never copied into it); MMREBAL_FSDD overrides.
+_SHARED_FSDD = Path(__file__).resolve().parents[2] / "shared" / "data" / "fsdd" / "recordings"
+FSDD = Path(os.environ.get("MMREBAL_FSDD", _SHARED_FSDD))
 EMOTIONS = ("NEU", "HAP", "SAD", "FEA", "DIS", "ANG")
 
 
