@@ -59,29 +59,53 @@ def unwrap(model: nn.Module) -> MultimodalModel:
     return getattr(model, "module", model)
 
 
-def masked_ce(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor | None:
-    """Mean cross-entropy over the rows of ``mask`` (None when it selects no row)."""
-    if not bool(mask.any()):
+def row_index(mask: torch.Tensor, device: torch.device) -> torch.Tensor | None:
+    """Indices of ``mask``'s rows on ``device`` (None: every row). Worked out on the CPU, so boolean
+    masks never force a GPU synchronisation."""
+    mask = mask.cpu()
+    if bool(mask.all()):
         return None
-    return F.cross_entropy(logits[mask].float(), labels[mask])
+    return mask.nonzero().squeeze(1).to(device, non_blocking=True)
 
 
-def modality_stats(
-    logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor, loss: torch.Tensor
-) -> ModalityStats:
+def take(x: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
+    return x if rows is None else x.index_select(0, rows)
+
+
+def ce_and_confidence(
+    logits: torch.Tensor, labels: torch.Tensor, rows: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean cross-entropy over ``rows`` and the sum of softmax(logits)[y] there (the OGM score)."""
+    z, y = take(logits, rows).float(), take(labels, rows)
+    ce = F.cross_entropy(z, y)
     with torch.no_grad():
-        probs = logits[mask].float().softmax(dim=1)
-        confidence = probs.gather(1, labels[mask].unsqueeze(1)).sum()
-    return ModalityStats(int(mask.sum()), float(confidence), float(loss.detach()))
+        confidence = z.softmax(dim=1).gather(1, y.unsqueeze(1)).sum()
+    return ce, confidence
 
 
-def step_if_finite(loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> bool:
+# modality -> (rows, mean CE, confidence sum), still on the device
+PendingStats = dict[str, tuple[int, torch.Tensor, torch.Tensor]]
+
+
+def to_host(total: torch.Tensor, pending: PendingStats) -> tuple[float, dict[str, ModalityStats]]:
+    """The loss and per-modality stats as floats, in one device-to-host transfer."""
+    values = torch.stack(
+        [total.detach().float()] + [t.detach().float() for _, c, f in pending.values() for t in (c, f)]
+    )
+    flat = values.tolist()
+    stats = {
+        m: ModalityStats(n, flat[2 + 2 * i], flat[1 + 2 * i])
+        for i, (m, (n, _, _)) in enumerate(pending.items())
+    }
+    return flat[0], stats
+
+
+def step_if_finite(loss: float, optimizer: torch.optim.Optimizer) -> None:
     """Step only on a finite loss, so a NaN never reaches the weights (the trainer then stops)."""
-    if not bool(torch.isfinite(loss.detach())):
+    if math.isfinite(loss):
+        optimizer.step()
+    else:
         optimizer.zero_grad(set_to_none=True)
-        return False
-    optimizer.step()
-    return True
 
 
 class Method(ABC):

@@ -17,11 +17,13 @@ from mmrebal.methods import METHODS
 from mmrebal.methods.base import (
     Method,
     ModalityStats,
+    PendingStats,
     StepContext,
     StepResult,
-    masked_ce,
-    modality_stats,
+    ce_and_confidence,
+    row_index,
     step_if_finite,
+    to_host,
 )
 from mmrebal.models.model import Batch, ModelOutput
 
@@ -56,23 +58,25 @@ class WeightedLoss(Method):
         active: torch.Tensor,
         fused: torch.Tensor,
         weights: dict[str, float],
-    ) -> tuple[torch.Tensor, dict[str, ModalityStats]]:
-        """Weighted sum of the terms that have rows and a non-zero weight, plus per-modality stats."""
+    ) -> tuple[torch.Tensor, PendingStats]:
+        """Weighted sum of the terms that have rows and a non-zero weight, plus per-modality stats.
+
+        ``active`` and ``fused`` are CPU masks, so selecting rows never synchronises a GPU."""
         terms: list[torch.Tensor] = []
-        fused_ce = masked_ce(out.fused_logits, labels, fused)
-        if fused_ce is not None and weights["fused"] != 0:
+        if bool(fused.any()) and weights["fused"] != 0:
+            fused_ce, _ = ce_and_confidence(out.fused_logits, labels, row_index(fused, labels.device))
             terms.append(weights["fused"] * fused_ce)
-        stats: dict[str, ModalityStats] = {}
+        pending: PendingStats = {}
         for j, m in enumerate(self.modalities):
             mask = active[:, j]
-            ce = masked_ce(out.unimodal_logits[m], labels, mask)
-            if ce is None:
+            if not bool(mask.any()):
                 continue
-            stats[m] = modality_stats(out.unimodal_logits[m], labels, mask, ce)
+            ce, confidence = ce_and_confidence(out.unimodal_logits[m], labels, row_index(mask, labels.device))
+            pending[m] = (int(mask.sum()), ce, confidence)
             if weights.get(m, 0.0) != 0:
                 terms.append(weights[m] * ce)
         total = torch.stack(terms).sum() if terms else out.fused_logits.new_zeros(())
-        return total, stats
+        return total, pending
 
     def after_backward(
         self, model: nn.Module, stats: dict[str, ModalityStats], ctx: StepContext
@@ -89,19 +93,19 @@ class WeightedLoss(Method):
         optimizer: torch.optim.Optimizer,
         ctx: StepContext,
     ) -> StepResult:
-        labels = batch["label"]
+        active, fused = active.cpu(), fused.cpu()
         optimizer.zero_grad(set_to_none=True)
         with ctx.amp():
             out = model(batch, active)
-        total, stats = self.loss(
-            out, labels, active.to(labels.device), fused.to(labels.device), self.step_weights(ctx)
-        )
-        extra: dict[str, float] = {}
+        total, pending = self.loss(out, batch["label"], active, fused, self.step_weights(ctx))
         if total.requires_grad:
             total.backward()
+        loss, stats = to_host(total, pending)  # the step's one synchronisation
+        extra: dict[str, float] = {}
+        if total.requires_grad:
             extra = self.after_backward(model, stats, ctx)
-            step_if_finite(total, optimizer)
-        return StepResult(float(total.detach()), stats, extra)
+            step_if_finite(loss, optimizer)
+        return StepResult(loss, stats, extra)
 
 
 @METHODS.register("joint")

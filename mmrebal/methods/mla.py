@@ -51,9 +51,11 @@ from mmrebal.methods.base import (
     ModalityStats,
     StepContext,
     StepResult,
-    masked_ce,
-    modality_stats,
+    ce_and_confidence,
+    row_index,
     step_if_finite,
+    take,
+    to_host,
     unwrap,
 )
 from mmrebal.models.fusion import SharedHead
@@ -149,6 +151,7 @@ class MLA(Method):
     ) -> StepResult:
         head = self._shared_head(model)
         labels = batch["label"]
+        active = active.cpu()
         stats: dict[str, ModalityStats] = {}
         total = 0.0
         for j, m in enumerate(self.modalities):
@@ -160,14 +163,15 @@ class MLA(Method):
             optimizer.zero_grad(set_to_none=True)
             with ctx.amp():
                 out = model(batch, only)
-            rows = mask.to(labels.device)
-            ce = masked_ce(out.unimodal_logits[m], labels, rows)
+            rows = row_index(mask, labels.device)
+            ce, confidence = ce_and_confidence(out.unimodal_logits[m], labels, rows)
             ce.backward()
             if self.projection:
-                self._project(head.weight, self._mean_features(out.features[m][rows]))
-            step_if_finite(ce, optimizer)
-            stats[m] = modality_stats(out.unimodal_logits[m], labels, rows, ce)
-            total += float(ce.detach())
+                self._project(head.weight, self._mean_features(take(out.features[m], rows)))
+            loss, one = to_host(ce, {m: (int(mask.sum()), ce, confidence)})
+            step_if_finite(loss, optimizer)
+            stats.update(one)
+            total += loss
         return StepResult(total, stats)
 
     def predict(self, model: nn.Module, batch: Batch) -> ModelOutput:

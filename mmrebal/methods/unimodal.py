@@ -15,7 +15,15 @@ import torch
 from torch import nn
 
 from mmrebal.methods import METHODS
-from mmrebal.methods.base import Method, StepContext, StepResult, masked_ce, modality_stats, step_if_finite
+from mmrebal.methods.base import (
+    Method,
+    StepContext,
+    StepResult,
+    ce_and_confidence,
+    row_index,
+    step_if_finite,
+    to_host,
+)
 from mmrebal.models.model import Batch, ModelOutput
 
 
@@ -46,19 +54,21 @@ class Unimodal(Method):
         optimizer: torch.optim.Optimizer,
         ctx: StepContext,
     ) -> StepResult:
-        labels = batch["label"]
-        only = self._only(active)
-        mask = only[:, self.index].to(labels.device)
+        only = self._only(active.cpu())
+        mask = only[:, self.index]
+        if not bool(mask.any()):
+            return StepResult(0.0, {})
         optimizer.zero_grad(set_to_none=True)
         with ctx.amp():
             out = model(batch, only)
-        logits = out.unimodal_logits[self.modality]
-        ce = masked_ce(logits, labels, mask)
-        if ce is None:
-            return StepResult(0.0, {})
+        labels = batch["label"]
+        ce, confidence = ce_and_confidence(
+            out.unimodal_logits[self.modality], labels, row_index(mask, labels.device)
+        )
         ce.backward()
-        step_if_finite(ce, optimizer)
-        return StepResult(float(ce.detach()), {self.modality: modality_stats(logits, labels, mask, ce)})
+        loss, stats = to_host(ce, {self.modality: (int(mask.sum()), ce, confidence)})
+        step_if_finite(loss, optimizer)
+        return StepResult(loss, stats)
 
     def predict(self, model: nn.Module, batch: Batch) -> ModelOutput:
         out = model(batch)
