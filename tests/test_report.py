@@ -263,7 +263,13 @@ def test_csv_and_latex_main_table(sweep: Path, tmp_path: Path) -> None:
     assert dus["avmnist n"] == "2"
     tex = write_report([sweep], tmp_path / "t.tex", metrics=["acc"], fmt="latex").path.read_text()
     assert r"\toprule" in tex and r"\bottomrule" in tex and r"\textbf{" in tex and r"\underline{" in tex
-    dus_line = next(line for line in tex.splitlines() if line.startswith("DUS/Joint"))
+    lines = tex.splitlines()
+    assert r"Method & \multicolumn{2}{c}{avmnist} \\" in lines and r" & n & Acc \\" in lines
+    first_multimodal = next(i for i, line in enumerate(lines) if line.startswith("Uniform/Joint"))
+    assert lines[first_multimodal - 1] == r"\midrule" and lines[first_multimodal - 2].startswith(
+        "Unimodal (visual)"
+    )
+    dus_line = next(line for line in lines if line.startswith("DUS/Joint"))
     assert f"{mean} $\\pm$ {std}" in dus_line
 
 

@@ -52,6 +52,10 @@ class Table:
     header: list[str]
     rows: list[list[Cell]]
     notes: list[str] = field(default_factory=list)
+    # LaTeX only: a spanning title over each run of columns after the first, e.g. the dataset over
+    # its metrics, with ``short`` headers under it; and row indices that get a rule above them.
+    spans: list[tuple[str, list[str]]] = field(default_factory=list)
+    rule_before: set[int] = field(default_factory=set)
 
 
 def stat_of(values: list[float], digits: int = 2) -> Stat | None:
@@ -123,7 +127,9 @@ def main_table(groups: list[RunGroup], split: str, metrics: list[str]) -> Table:
         f"{split} split, checkpoint selected on validation; percent, mean ± std over seeds (n seeds).",
         "**bold** best, <u>underlined</u> second per column; † below the best unimodal row of that column.",
     ]
-    return Table("Main results", header, rows, notes)
+    spans = [(d, ["n"] + [METRIC_TITLES[m] for m in metrics]) for d in datasets]
+    rule = {len(unimodal)} if unimodal and multimodal else set()
+    return Table("Main results", header, rows, notes, spans, rule)
 
 
 def _rank_metric_columns(rows: list[list[Cell]], columns: list[int], unimodal_rows: int) -> None:
@@ -220,17 +226,31 @@ def _latex_escape(text: str) -> str:
     return "".join(_LATEX_ESCAPES.get(ch, ch) for ch in text)
 
 
+def _latex_header(table: Table) -> list[str]:
+    if not table.spans:
+        return [" & ".join(_latex_escape(h) for h in table.header) + r" \\"]
+    top, rules, sub, col = [_latex_escape(table.header[0])], [], [""], 2
+    for title, names in table.spans:
+        top.append(rf"\multicolumn{{{len(names)}}}{{c}}{{{_latex_escape(title)}}}")
+        rules.append(rf"\cmidrule(lr){{{col}-{col + len(names) - 1}}}")
+        sub += [_latex_escape(n) for n in names]
+        col += len(names)
+    return [" & ".join(top) + r" \\", " ".join(rules), " & ".join(sub) + r" \\"]
+
+
 def to_latex(table: Table) -> str:
     """A booktabs ``tabular``: best ``\\textbf``, second ``\\underline``, ``$^\\dagger$`` under unimodal."""
     plain_notes = " ".join(n.replace("**", "").replace("<u>", "").replace("</u>", "") for n in table.notes)
     lines = [
-        f"% {table.title}; {plain_notes}",
+        f"% {table.title}; {plain_notes}".replace("±", "+/-"),
         r"\begin{tabular}{l" + "r" * (len(table.header) - 1) + "}",
         r"\toprule",
-        " & ".join(_latex_escape(h) for h in table.header) + r" \\",
+        *_latex_header(table),
         r"\midrule",
     ]
-    for row in table.rows:
+    for i, row in enumerate(table.rows):
+        if i in table.rule_before:
+            lines.append(r"\midrule")
         cells = []
         for c in row:
             body = _latex_escape(c.text).replace("±", r"$\pm$").replace(DASH, "--")
