@@ -128,6 +128,20 @@ def test_ogm_ge_noise_has_the_gradients_own_std() -> None:
     torch.testing.assert_close(layer.weight.grad - 0.5 * original, noise)
 
 
+def test_ogm_ge_refuses_untrained_heads() -> None:
+    model = tiny_model("film")  # no split logits: separate heads
+    method = create_method("ogm-ge", NAMES)
+    with pytest.raises(ValueError, match="unimodal_weight > 0"):
+        method.train_step(
+            model, tiny_batch(), *all_active(), torch.optim.SGD(model.parameters(), lr=0.1), StepContext(0, 0)
+        )
+    trained = create_method("ogm-ge", NAMES, unimodal_weight=1.0)
+    result = trained.train_step(
+        model, tiny_batch(), *all_active(), torch.optim.SGD(model.parameters(), lr=0.1), StepContext(0, 0)
+    )
+    assert "k/audio" in result.extra
+
+
 def test_ogm_ge_modulates_only_inside_its_epochs() -> None:
     batch, active, fused = tiny_batch(), *all_active()
     plain, modulated = tiny_model(), tiny_model()

@@ -113,8 +113,11 @@ class MLA(Method):
     @staticmethod
     def _shared_head(model: nn.Module) -> nn.Linear:
         inner = unwrap(model)
-        if not isinstance(inner.fusion, SharedHead):
-            raise ValueError("method 'mla' trains one head shared by all modalities: use --fusion shared")
+        if not isinstance(inner.fusion, SharedHead) or inner.unimodal_source != "split":
+            raise ValueError(
+                "method 'mla' trains one head shared by all modalities: use --fusion shared "
+                "(with the default unimodal_logits)"
+            )
         return inner.fusion.head
 
     def _project(self, weight: nn.Parameter, current: torch.Tensor) -> None:

@@ -100,6 +100,11 @@ class OGMGE(WeightedLoss):
     def after_backward(
         self, model: nn.Module, stats: dict[str, ModalityStats], ctx: StepContext
     ) -> dict[str, float]:
+        if unwrap(model).unimodal_source == "heads" and min(self.weights[m] for m in self.modalities) == 0:
+            raise ValueError(
+                "ogm-ge measures its discrepancy on the unimodal logits, and separate heads only learn "
+                "from a unimodal loss: set --method-opt unimodal_weight > 0, or use concat/sum split logits"
+            )
         scores = self._global_scores(stats)
         if min(scores.values()) <= 0:  # a modality without rows: no ratio this step
             return {}
