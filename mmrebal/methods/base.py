@@ -89,15 +89,15 @@ PendingStats = dict[str, tuple[int, torch.Tensor, torch.Tensor]]
 
 def to_host(total: torch.Tensor, pending: PendingStats) -> tuple[float, dict[str, ModalityStats]]:
     """The loss and per-modality stats as floats, in one device-to-host transfer."""
-    values = torch.stack(
-        [total.detach().float()] + [t.detach().float() for _, c, f in pending.values() for t in (c, f)]
-    )
-    flat = values.tolist()
+    tensors = [total.detach()]
+    for _, ce, confidence in pending.values():
+        tensors += [ce.detach(), confidence]
+    values = torch.stack([t.float() for t in tensors]).tolist()
     stats = {
-        m: ModalityStats(n, flat[2 + 2 * i], flat[1 + 2 * i])
-        for i, (m, (n, _, _)) in enumerate(pending.items())
+        m: ModalityStats(batch_size=rows, confidence_sum=values[2 + 2 * i], loss=values[1 + 2 * i])
+        for i, (m, (rows, _, _)) in enumerate(pending.items())
     }
-    return flat[0], stats
+    return values[0], stats
 
 
 def step_if_finite(loss: float, optimizer: torch.optim.Optimizer) -> None:
