@@ -57,10 +57,8 @@ class Fusion(nn.Module):
         raise NotImplementedError
 
     def split_logits(self, index: int, feature: torch.Tensor) -> torch.Tensor:
-        raise ValueError(
-            f"{type(self).__name__} has no per-modality split logits; "
-            "build the model with unimodal_logits='heads'"
-        )
+        """Modality ``index``'s share of the fused logits (only where ``has_split``)."""
+        raise NotImplementedError(f"{type(self).__name__} has no per-modality split logits")
 
     def _index(self, name: str | None, default: int) -> int:
         if name is None:

@@ -68,7 +68,9 @@ class MultimodalModel(nn.Module):
         if source not in ("split", "heads"):
             raise ValueError(f"unimodal_logits must be 'split' or 'heads', not {source!r}")
         if source == "split" and not fusion.has_split:
-            fusion.split_logits(0, torch.zeros(1, feature_dim))  # raises the fusion's own message
+            raise ValueError(
+                f"{type(fusion).__name__} has no per-modality split logits; use unimodal_logits='heads'"
+            )
         self.unimodal_source = source
         self.heads = (
             nn.ModuleDict({m: init_linear(nn.Linear(feature_dim, num_classes)) for m in self.modalities})
@@ -111,6 +113,8 @@ class MultimodalModel(nn.Module):
     def forward(self, batch: Batch, active: torch.Tensor | None = None) -> ModelOutput:
         """``active``: bool [B, m] in ``self.modalities`` order (None: every row carries everything)."""
         size = _batch_size(batch, active)
+        if active is not None:
+            active = active.cpu()  # row selection on the host: one transfer instead of a sync per mask
         features: dict[str, torch.Tensor] = {}
         for j, m in enumerate(self.modalities):
             mask = None if active is None else active[:, j]
