@@ -63,7 +63,8 @@ class CacheDataset(Dataset):
         unknown = [m for m in chosen if m not in self.info.modalities]
         if unknown:
             raise ValueError(
-                f"{self.path}: no modality {', '.join(unknown)}; the cache has {', '.join(self.info.modalities)}"
+                f"{self.path}: no modality {', '.join(unknown)}; "
+                f"the cache has {', '.join(self.info.modalities)}"
             )
         self.modalities = chosen
         with open_cache(self.path) as f:
@@ -73,8 +74,9 @@ class CacheDataset(Dataset):
             self.array_names = {m: list(f[m].keys()) for m in self.modalities}
             self._memory: dict[str, np.ndarray] | None = None
             if preload and len(self.rows):
+                rows = np.sort(self.rows)
                 self._memory = {
-                    f"{m}/{a}": f[m][a][np.sort(self.rows)] for m in self.modalities for a in self.array_names[m]
+                    f"{m}/{a}": f[m][a][rows] for m in self.modalities for a in self.array_names[m]
                 }
         self.sample_ids = [i.decode() for i in ids]
         self._file: h5py.File | None = None
@@ -126,7 +128,9 @@ class CacheDataset(Dataset):
 
     def __getitem__(self, position: int) -> dict[str, Any]:
         batch = self.__getitems__([position])
-        return {k: (v[0] if torch.is_tensor(v) else {kk: vv[0] for kk, vv in v.items()}) for k, v in batch.items()}
+        return {
+            k: (v[0] if torch.is_tensor(v) else {kk: vv[0] for kk, vv in v.items()}) for k, v in batch.items()
+        }
 
 
 def batch_collate(batch: dict[str, Any]) -> dict[str, Any]:

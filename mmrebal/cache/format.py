@@ -18,6 +18,7 @@ and a read of one modality never touches another group.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,10 +74,8 @@ def read_attrs(f: h5py.File) -> dict[str, Any]:
         if isinstance(value, np.generic):
             value = value.item()
         if isinstance(value, str) and value[:1] in "[{":
-            try:
+            with contextlib.suppress(json.JSONDecodeError):
                 value = json.loads(value)
-            except json.JSONDecodeError:
-                pass
         out[key] = value
     return out
 
@@ -89,8 +88,12 @@ def open_cache(path: str | Path) -> h5py.File:
     try:
         f = h5py.File(path, "r")
     except OSError as exc:
-        raise CacheError(f"{path}: not a readable HDF5 cache ({exc}); rebuild it with `mmrebal prep`") from exc
+        raise CacheError(
+            f"{path}: not a readable HDF5 cache ({exc}); rebuild it with `mmrebal prep`"
+        ) from exc
     version = f.attrs.get("format_version")
+    if isinstance(version, np.generic):
+        version = version.item()  # the message should say 2, not np.int64(2)
     if version != FORMAT_VERSION:
         f.close()
         raise CacheError(

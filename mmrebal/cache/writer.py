@@ -56,7 +56,9 @@ class SampleJournal:
         if meta.exists():
             recorded = json.loads(meta.read_text()).get("manifest_hash")
             if recorded != manifest_hash:
-                self.reset_reason = f"{self.dir}: the source changed since the interrupted prep; starting over"
+                self.reset_reason = (
+                    f"{self.dir}: the source changed since the interrupted prep; starting over"
+                )
                 shutil.rmtree(self.dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         if not meta.exists():

@@ -40,7 +40,7 @@ class AvmnistSpec:
     audio_snr_db: float = 0.0
     visual_noise: float = 0.5
     clip_frames: int = 8
-    clip_size: int = 64
+    clip_size: int = 32
     clip_fps: float = 8.0
 
     def __post_init__(self) -> None:

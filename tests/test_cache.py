@@ -1,0 +1,142 @@
+"""The HDF5 cache: journal, atomic assembly, format checks, and the torch Dataset over it."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from mmrebal.cache.dataset import CacheDataset, batch_collate
+from mmrebal.cache.format import FORMAT_VERSION, CacheError, open_cache, read_info
+from mmrebal.cache.writer import Entry, SampleJournal, assemble
+
+KINDS = {"audio": "spectrogram", "visual": "frames"}
+
+
+def sample(i: int) -> dict[str, np.ndarray]:
+    return {
+        "audio/spec": np.full((4, 5), i, np.float32),
+        "visual/frames": np.full((2, 6, 6, 3), i, np.uint8),
+    }
+
+
+def build(tmp_path: Path, n: int = 10, name: str = "c.h5") -> Path:
+    out = tmp_path / name
+    journal = SampleJournal(out, "hash-1")
+    entries = []
+    for i in range(n):
+        journal.write(f"id{i}", sample(i))
+        entries.append(Entry(f"id{i}", i % 2, ("train", "train", "val", "test", "train")[i % 5]))
+    assemble(journal, entries, out, ["even", "odd"], KINDS, {"dataset": "toy", "params": {"n_fft": 512}})
+    return out
+
+
+def test_journal_round_trip_and_reset_on_a_new_source(tmp_path: Path):
+    out = tmp_path / "c.h5"
+    journal = SampleJournal(out, "a")
+    journal.write("x/1", sample(3))
+    assert journal.done("x/1") and not journal.done("x/2")
+    np.testing.assert_array_equal(journal.read("x/1")["visual/frames"], sample(3)["visual/frames"])
+    again = SampleJournal(out, "a")
+    assert again.reset_reason is None and again.done("x/1")
+    changed = SampleJournal(out, "b")
+    assert "source changed" in changed.reset_reason and not changed.done("x/1")
+    changed.remove()
+    assert not changed.dir.exists()
+
+
+def test_assemble_writes_layout_attributes_and_one_sample_chunks(tmp_path: Path):
+    out = build(tmp_path)
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp file left
+    with h5py.File(out) as f:
+        assert f.attrs["format_version"] == FORMAT_VERSION
+        assert f["visual/frames"].shape == (10, 2, 6, 6, 3) and f["visual/frames"].chunks == (1, 2, 6, 6, 3)
+        assert f["audio/spec"].chunks == (1, 4, 5)
+        np.testing.assert_array_equal(f["audio/spec"][7], sample(7)["audio/spec"])
+        assert [s.decode() for s in f["sample_id"][:3]] == ["id0", "id1", "id2"]
+    info = read_info(out)
+    assert info.n == 10 and info.modalities == KINDS and info.class_names == ["even", "odd"]
+    assert info.shapes == {"audio/spec": (4, 5), "visual/frames": (2, 6, 6, 3)}
+    assert info.split_counts == {"train": 6, "val": 2, "test": 2}
+    assert info.attrs["dataset"] == "toy" and info.attrs["params"] == {"n_fft": 512}
+
+
+def test_assemble_refuses_bad_entries_and_leaves_no_file(tmp_path: Path):
+    out = tmp_path / "c.h5"
+    journal = SampleJournal(out, "h")
+    journal.write("a", sample(0))
+    journal.write(
+        "b", {"audio/spec": np.zeros((4, 6), np.float32), "visual/frames": sample(1)["visual/frames"]}
+    )
+    with pytest.raises(CacheError, match="appears twice"):
+        assemble(journal, [Entry("a", 0, "train"), Entry("a", 0, "test")], out, ["x"], KINDS, {})
+    with pytest.raises(CacheError, match="unknown split 'dev'"):
+        assemble(journal, [Entry("a", 0, "dev")], out, ["x"], KINDS, {})
+    with pytest.raises(CacheError, match=r"b: audio/spec has shape \(4, 6\), expected \(4, 5\)"):
+        assemble(journal, [Entry("a", 0, "train"), Entry("b", 0, "train")], out, ["x"], KINDS, {})
+    with pytest.raises(CacheError, match="nothing to write"):
+        assemble(journal, [], out, ["x"], KINDS, {})
+    assert list(tmp_path.glob("*.h5")) == [] and list(tmp_path.glob(".c.h5*")) == []
+
+
+def test_open_cache_refuses_missing_foreign_and_unknown_versions(tmp_path: Path):
+    with pytest.raises(CacheError, match="no such cache; build it with `mmrebal prep"):
+        open_cache(tmp_path / "nope.h5")
+    (tmp_path / "text.h5").write_text("hello")
+    with pytest.raises(CacheError, match="not a readable HDF5 cache"):
+        open_cache(tmp_path / "text.h5")
+    out = build(tmp_path)
+    with h5py.File(out, "r+") as f:
+        f.attrs["format_version"] = FORMAT_VERSION + 1
+    with pytest.raises(CacheError, match=f"version {FORMAT_VERSION + 1} is not supported.*rebuild it"):
+        read_info(out)
+
+
+def test_dataset_items_batches_and_preload_agree(tmp_path: Path):
+    out = build(tmp_path)
+    lazy = CacheDataset(out, "train")
+    assert len(lazy) == 6 and lazy.sample_ids == ["id0", "id1", "id4", "id5", "id6", "id9"]
+    item = lazy[2]
+    assert item["idx"] == 2 and item["label"] == 0
+    assert item["audio"].shape == (1, 4, 5) and torch.all(item["audio"] == 4)
+    assert item["visual"].shape == (2, 3, 6, 6)
+    batch = lazy.__getitems__([5, 0, 5])
+    assert batch["idx"].tolist() == [5, 0, 5] and batch["label"].tolist() == [1, 0, 1]
+    assert batch["audio"][:, 0, 0, 0].tolist() == [9.0, 0.0, 9.0]
+    eager = CacheDataset(out, "train", preload=True).__getitems__([5, 0, 5])
+    for key in ("audio", "visual", "label"):
+        assert torch.equal(batch[key], eager[key])
+    clone = pickle.loads(pickle.dumps(lazy))  # what a DataLoader worker receives: no open handle
+    assert clone._file is None and torch.equal(clone[1]["audio"], lazy[1]["audio"])
+
+
+def test_reading_one_modality_never_touches_another(tmp_path: Path, monkeypatch):
+    out = build(tmp_path)
+    touched: list[str] = []
+    original = h5py.Group.__getitem__
+
+    def spy(self, name):
+        touched.append(f"{self.name}/{name}" if isinstance(name, str) else str(name))
+        return original(self, name)
+
+    ds = CacheDataset(out, "test", modalities=["audio"])
+    monkeypatch.setattr(h5py.Group, "__getitem__", spy)
+    batch = ds.__getitems__([0, 1])
+    assert set(batch) == {"idx", "label", "audio"}
+    assert touched and not any("visual" in t for t in touched)
+    with pytest.raises(ValueError, match="no modality depth"):
+        CacheDataset(out, "test", modalities=["depth"])
+
+
+def test_dataloader_workers_open_the_file_lazily(tmp_path: Path):
+    out = build(tmp_path, n=20)
+    ds = CacheDataset(out, "train")
+    loader = DataLoader(ds, batch_size=4, num_workers=1, collate_fn=batch_collate)
+    seen = torch.cat([b["idx"] for b in loader])
+    assert seen.tolist() == list(range(len(ds)))
+    assert ds._file is None  # the parent never opened a handle
