@@ -204,6 +204,13 @@ def test_mla_dynamic_weights_by_hand() -> None:
     w = entropy_weights([audio, visual])
     torch.testing.assert_close(w, torch.tensor([[1 - w_skewed, w_skewed], [w_skewed, 1 - w_skewed]]))
     assert w_skewed == pytest.approx(0.5327, abs=1e-4)
+    # the reference's batch variant: softmax over the batch axis, one entropy per modality
+    a = torch.tensor([[0.0, 0.0], [math.log(3.0), 0.0]])  # columns (3/4, 1/4) and (1/2, 1/2)
+    v = torch.zeros(2, 2)  # columns (1/2, 1/2) twice
+    e_a, e_v = (2 * math.log(2) - 0.75 * math.log(3)) + math.log(2), 2 * math.log(2)
+    w_a = math.exp(-e_a) / (math.exp(-e_a) + math.exp(-e_v))
+    expected = torch.tensor([[w_a, w_a], [1 - w_a, 1 - w_a]])
+    torch.testing.assert_close(entropy_weights([a, v], per_batch=True), expected)
 
 
 def test_mla_step_alternates_modalities_and_predicts_with_entropy_weights() -> None:

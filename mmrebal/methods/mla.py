@@ -30,9 +30,11 @@ Differences from the reference code (``GSPlugin`` in its ``utils.py``), each an 
 
 Test-time fusion (``predict``): ``test_fusion="dynamic"`` (default, the paper) weights each
 modality's logits per sample by the normalised negative entropy of its softmax,
-lambda_m = exp(max_k e_k - e_m) / sum_j exp(max_k e_k - e_j), e_m = -sum_c p_mc log p_mc;
-the reference computes one entropy per batch (softmax over the batch axis) instead. ``"fixed"``
-uses ``weights`` (modality -> w; default 1/m; the reference's 0.5/0.5 and 0.35/0.25/0.4).
+lambda_m = exp(max_k e_k - e_m) / sum_j exp(max_k e_k - e_j), e_m = -sum_c p_mc log p_mc.
+``test_fusion="dynamic-batch"`` is the reference's version: one weight per modality and batch, from
+the entropy of a softmax taken over the *batch* axis and summed over the whole [B, C] logits (so a
+prediction depends on its batch-mates). ``"fixed"`` uses ``weights`` (modality -> w; default 1/m;
+the reference's 0.5/0.5 and 0.35/0.25/0.4).
 """
 
 from __future__ import annotations
@@ -69,11 +71,19 @@ def owm_update(projector: torch.Tensor, h: torch.Tensor, alpha: float) -> torch.
     return projector - torch.outer(q, h @ projector)
 
 
-def entropy_weights(logits: Sequence[torch.Tensor]) -> torch.Tensor:
-    """Per-sample fusion weights [m, B] from each modality's softmax entropy (low entropy, high weight)."""
+def entropy_weights(logits: Sequence[torch.Tensor], per_batch: bool = False) -> torch.Tensor:
+    """Fusion weights [m, B] from each modality's softmax entropy (low entropy, high weight).
+
+    ``per_batch``: the reference's variant, softmax over the batch axis and one entropy per modality.
+    """
     stacked = torch.stack([z.float() for z in logits])  # [m, B, C]
-    log_p = F.log_softmax(stacked, dim=-1)
-    entropy = -(log_p.exp() * log_p).sum(-1)  # [m, B]
+    if per_batch:
+        log_p = F.log_softmax(stacked, dim=1)
+        entropy = -(log_p.exp() * log_p).sum(dim=(1, 2), keepdim=True).squeeze(-1)  # [m, 1]
+        entropy = entropy.expand(-1, stacked.shape[1])
+    else:
+        log_p = F.log_softmax(stacked, dim=-1)
+        entropy = -(log_p.exp() * log_p).sum(-1)  # [m, B]
     return torch.softmax(-entropy, dim=0)  # = exp(max e - e_m) / sum_j exp(max e - e_j)
 
 
@@ -92,8 +102,10 @@ class MLA(Method):
         normalize_projector: bool = False,
     ) -> None:
         super().__init__(modalities)
-        if test_fusion not in ("dynamic", "fixed"):
-            raise ValueError(f"mla test_fusion must be 'dynamic' or 'fixed', not {test_fusion!r}")
+        if test_fusion not in ("dynamic", "dynamic-batch", "fixed"):
+            raise ValueError(
+                f"mla test_fusion must be 'dynamic', 'dynamic-batch' or 'fixed', not {test_fusion!r}"
+            )
         if projector_input not in ("previous", "current"):
             raise ValueError(f"mla projector_input must be 'previous' or 'current', not {projector_input!r}")
         chosen = weights or {m: 1.0 / len(self.modalities) for m in self.modalities}
@@ -180,8 +192,8 @@ class MLA(Method):
     def predict(self, model: nn.Module, batch: Batch) -> ModelOutput:
         out = model(batch)
         logits = [out.unimodal_logits[m] for m in self.modalities]
-        if self.test_fusion == "dynamic":
-            weights = entropy_weights(logits).unsqueeze(-1)  # [m, B, 1]
+        if self.test_fusion != "fixed":
+            weights = entropy_weights(logits, per_batch=self.test_fusion == "dynamic-batch").unsqueeze(-1)
         else:
             weights = torch.tensor(self.weights, device=logits[0].device).view(-1, 1, 1)
         fused = (weights * torch.stack([z.float() for z in logits])).sum(0)
