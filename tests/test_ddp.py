@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -25,8 +26,16 @@ def test_torchrun_two_processes_gloo(tmp_path: Path) -> None:
            "-m", "mmrebal", "train", "--cache", str(cache), "--out", str(out), "--epochs", "1",
            "--batch-size", "12", "--feature-dim", "16", "--device", "cpu"]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    pipe = subprocess.PIPE
+    proc = subprocess.Popen(
+        cmd, stdout=pipe, stderr=pipe, text=True, env=env, cwd=tmp_path, start_new_session=True
+    )
+    try:
+        stdout, stderr = proc.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # torchrun's workers too, not only the launcher
+        stdout, stderr = proc.communicate()
+    assert proc.returncode == 0, stdout[-3000:] + stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "complete"
     steps = pl.read_parquet(out / "steps.parquet")
@@ -34,4 +43,4 @@ def test_torchrun_two_processes_gloo(tmp_path: Path) -> None:
     assert steps.filter(pl.col("modality") == "audio")["batch_size"].to_list() == [12, 12, 12]
     state = load_checkpoint(out / "checkpoints" / "last.pt")
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
-    assert proc.stdout.count("epoch 0/0") == 1  # only rank 0 logs
+    assert stdout.count("epoch 0/0") == 1  # only rank 0 logs

@@ -41,7 +41,7 @@ def to_safe(obj: Any) -> Any:
 def from_safe(obj: Any) -> Any:
     if isinstance(obj, dict):
         if set(obj) == {_ARRAY}:
-            return obj[_ARRAY].numpy()
+            return obj[_ARRAY].cpu().numpy()
         return {k: from_safe(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
         return type(obj)(from_safe(v) for v in obj)

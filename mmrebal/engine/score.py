@@ -58,7 +58,7 @@ def score_run(
     run_dir = Path(run_dir)
     ckpt_path = checkpoint_path(run_dir, checkpoint)
     target = resolve_device(device)
-    ckpt = load_checkpoint(ckpt_path, map_location=target)
+    ckpt = load_checkpoint(ckpt_path)
     config = TrainConfig(**ckpt["config"])
     info = read_info(config.cache)
     model, method = build_components(config, info, target)

@@ -87,7 +87,7 @@ def resolve_cache(config: TrainConfig) -> Path:
         return Path(config.cache)
     from mmrebal.prep.avmnist import ensure_default_cache
 
-    return ensure_default_cache(workers=max(config.workers, 1))
+    return ensure_default_cache(workers=config.workers or None)
 
 
 def build_components(
@@ -325,7 +325,7 @@ class Trainer:
 
     def restore(self, path: Path) -> None:
         """Continue from a checkpoint exactly where it was written (end of its epoch)."""
-        ckpt = load_checkpoint(path, map_location=self.device)
+        ckpt = load_checkpoint(path)  # CPU first: RNG states must stay host tensors
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         if self.scheduler is not None:
@@ -421,8 +421,8 @@ class Trainer:
         result = self.method.train_step(
             self.train_model,
             batch,
-            torch.from_numpy(active).to(self.device),
-            torch.from_numpy(fused).to(self.device),
+            torch.from_numpy(active),  # masks stay on the host: methods select rows there, no GPU sync
+            torch.from_numpy(fused),
             self.optimizer,
             ctx,
         )
@@ -551,7 +551,7 @@ class Trainer:
     def finish(self) -> dict[str, Any]:
         """Load the checkpoint selected on val, score val and TEST with it, write summary and traces."""
         distributed.barrier(self.dist)
-        best = load_checkpoint(self.checkpoint_path("best"), map_location=self.device)
+        best = load_checkpoint(self.checkpoint_path("best"))
         self.model.load_state_dict(best["model"])
         self.method.load_state_dict(best["method"])
         epoch = self.state.best_epoch
