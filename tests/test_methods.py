@@ -236,6 +236,35 @@ def test_mla_step_alternates_modalities_and_predicts_with_entropy_weights() -> N
         method.train_step(tiny_model("concat"), batch, active, fused, optimizer, StepContext(0, 1))
 
 
+@pytest.mark.parametrize("method", ["mla", "ogm-ge"])
+def test_resume_from_state_dicts_continues_exactly(method: str, tmp_path: Path) -> None:
+    fusion = "shared" if method == "mla" else "concat"
+    batch, active, fused = tiny_batch(), *all_active()
+
+    def run(model: nn.Module, chosen, optimizer, steps: range) -> None:
+        for step in steps:
+            chosen.train_step(model, batch, active, fused, optimizer, StepContext(0, step))
+
+    model = tiny_model(fusion)
+    chosen = create_method(method, NAMES)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    run(model, chosen, optimizer, range(2))
+    state = {"model": model.state_dict(), "optim": optimizer.state_dict(), "method": chosen.state_dict()}
+    torch.save(state, tmp_path / "ckpt.pt")
+    run(model, chosen, optimizer, range(2, 4))
+
+    restored_state = torch.load(tmp_path / "ckpt.pt", weights_only=True)
+    restored = tiny_model(fusion)
+    restored.load_state_dict(restored_state["model"])
+    again = create_method(method, NAMES)
+    again.load_state_dict(restored_state["method"])
+    optimizer = torch.optim.SGD(restored.parameters(), lr=0.1, momentum=0.9)
+    optimizer.load_state_dict(restored_state["optim"])
+    run(restored, again, optimizer, range(2, 4))
+    for a, b in zip(model.parameters(), restored.parameters(), strict=True):
+        torch.testing.assert_close(a, b)
+
+
 # --- joint and unimodal --------------------------------------------------------------------------
 
 
