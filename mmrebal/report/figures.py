@@ -49,7 +49,7 @@ def _seed_mean(frames: list[pl.DataFrame], keys: list[str], value: str) -> pl.Da
     return pl.concat(frames, how="vertical_relaxed").group_by(keys).agg(pl.col(value).mean()).sort(keys)
 
 
-def _step_frames(group: RunGroup, column: str) -> list[pl.DataFrame]:
+def _step_frames(group: RunGroup, column: str) -> list[tuple[Run, pl.DataFrame]]:
     """Each run's ``step, modality, column`` rows where ``column`` exists and is not null."""
     frames = []
     for run in group.runs:
@@ -57,7 +57,7 @@ def _step_frames(group: RunGroup, column: str) -> list[pl.DataFrame]:
         if steps is not None and column in steps.columns:
             rows = steps.select("step", "modality", column).drop_nulls(column)
             if rows.height:
-                frames.append(rows)
+                frames.append((run, rows))
     return frames
 
 
@@ -74,15 +74,19 @@ def batch_size_figure(groups: list[RunGroup], path: Path) -> FigureResult:
     if not chosen:
         return FigureResult(title, None, "skipped: no DUS run recorded `batch_size` in steps.parquet")
     fig, axes = _panels(len(chosen))
+    styles = ("-", "--", ":", "-.")
     for ax, (group, frames) in zip(axes, chosen, strict=True):
-        curve = _seed_mean(frames, ["step", "modality"], "batch_size")
-        for modality in sorted(curve["modality"].unique().to_list()):
-            rows = curve.filter(pl.col("modality") == modality)
-            ax.plot(rows["step"], rows["batch_size"], label=modality, linewidth=1.2)
+        modalities = sorted({m for _, f in frames for m in f["modality"].unique().to_list()})
+        # One line per seed: seeds' policies may move in opposite directions, which a mean would hide.
+        for k, (run, rows) in enumerate(frames):
+            for j, modality in enumerate(modalities):
+                mine = rows.filter(pl.col("modality") == modality).sort("step")
+                ax.plot(mine["step"], mine["batch_size"], color=f"C{j}", linestyle=styles[k % len(styles)],
+                        linewidth=1.2, label=f"{modality} (seed {run.seed})")  # fmt: skip
         ax.set(title=_title(group), xlabel="training step", ylabel="batch size (samples)")
-        ax.legend(title="modality")
+        ax.legend(title="modality", fontsize="small")
     _save(fig, path)
-    return FigureResult(title, path, "samples of each modality per optimisation step, mean over seeds")
+    return FigureResult(title, path, "samples of each modality per optimisation step, one line per seed")
 
 
 def discrepancy_figure(groups: list[RunGroup], path: Path) -> FigureResult:
@@ -93,7 +97,7 @@ def discrepancy_figure(groups: list[RunGroup], path: Path) -> FigureResult:
         return FigureResult(title, None, "skipped: no run recorded `cum_discrepancy` in steps.parquet")
     fig, axes = _panels(len(chosen))
     for ax, (group, frames) in zip(axes, chosen, strict=True):
-        curve = _seed_mean(frames, ["step", "modality"], "cum_discrepancy")
+        curve = _seed_mean([f for _, f in frames], ["step", "modality"], "cum_discrepancy")
         wide = curve.pivot(on="modality", index="step", values="cum_discrepancy").sort("step").drop_nulls()
         modalities = sorted(c for c in wide.columns if c != "step")
         for modality in modalities:
