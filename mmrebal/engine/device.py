@@ -17,7 +17,7 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
     if not torch.cuda.is_available():
-        raise RuntimeError("--device cuda: no CUDA device is visible; use --device cpu or auto")
+        raise ValueError("--device cuda: no CUDA device is visible; use --device cpu or auto")
     return torch.device("cuda", local_rank % torch.cuda.device_count())
 
 

@@ -261,16 +261,19 @@ class Trainer:
         self.model, self.method = build_components(config, self.info, self.device)
         self.train_model = distributed.wrap_model(self.model, self.dist, self.device)
         train_set = self.datasets["train"]
-        self.sampler = create_sampler(
-            config.sampler,
-            num_samples=len(train_set),
-            labels=train_set.labels,
-            modalities=self.modalities,
-            batch_size=config.batch_size,
-            epochs=config.epochs,
-            seed=config.seed,
-            **config.sampler_options,
-        )
+        try:
+            self.sampler = create_sampler(
+                config.sampler,
+                num_samples=len(train_set),
+                labels=train_set.labels,
+                modalities=self.modalities,
+                batch_size=config.batch_size,
+                epochs=config.epochs,
+                seed=config.seed,
+                **config.sampler_options,
+            )
+        except TypeError as exc:  # an option the sampler does not take
+            raise ValueError(f"sampler {config.sampler!r}: {exc}; check --sampler-opt") from None
         self.optimizer = self._optimizer()
         self.scheduler = (
             torch.optim.lr_scheduler.StepLR(self.optimizer, config.step_size, config.gamma)
@@ -505,7 +508,7 @@ class Trainer:
                     **record.extra,
                 }
             )
-        self._epoch_losses.setdefault("fused", []).append((record.loss, record.rows))
+        self._epoch_losses.setdefault("total", []).append((record.loss, record.rows))
         return rows
 
     def drain_sampler(self, step_rows: list[dict[str, Any]]) -> None:
@@ -516,7 +519,8 @@ class Trainer:
         self.traces.add("samples", [{"sample_id": ids[int(r["idx"])], **r} for r in samples])
 
     def train_summary(self) -> dict[str, dict[str, float]]:
-        """Train-split rows: the epoch's mean step losses (accuracy is not measured during training)."""
+        """Train-split rows: the epoch's mean step losses per modality and of the whole objective (scope
+        ``total``: what the method back-propagated); accuracy is not measured during training."""
         out = {}
         for scope, pairs in self._epoch_losses.items():
             n = sum(k for _, k in pairs)
@@ -525,7 +529,7 @@ class Trainer:
         return out
 
     def epoch_loss(self) -> float:
-        return self.train_summary().get("fused", {}).get("loss", math.nan)
+        return self.train_summary().get("total", {}).get("loss", math.nan)
 
     @staticmethod
     def metric_row(epoch: int, split: str, scope: str, m: dict[str, float], selected: bool = False) -> dict:
