@@ -140,6 +140,8 @@ def test_build_model_reports_bad_shapes_and_names() -> None:
         build_model(dict(KINDS), {**SHAPES, "visual/frames": (16, 16)}, 3, {})
     with pytest.raises(KeyError, match="unknown encoder 'vgg'"):
         build_model({"audio": "spectrogram", "visual": "frames"}, SHAPES, 3, {"audio": "vgg"})
+    with pytest.raises(ValueError, match="unknown model option 'heads'"):
+        build_model(dict(KINDS), SHAPES, 3, {}, heads=True)
     with pytest.raises(ValueError, match="takes frames or images"):
         ENCODERS.get("resnet50")("spectrogram", 8)
 

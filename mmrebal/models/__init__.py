@@ -43,6 +43,7 @@ def build_model(
     encoder_options: dict[str, dict[str, Any]] | None = None,
     fusion_options: dict[str, Any] | None = None,
     unimodal_logits: str | None = None,
+    **unknown: Any,
 ) -> MultimodalModel:
     """A :class:`MultimodalModel` for a cache's modalities (modality -> kind) and shapes.
 
@@ -52,6 +53,11 @@ def build_model(
     (``film``: target, ``gated``: gate, ``shared``: weights); ``unimodal_logits`` is "split" or "heads"
     (default: split where the fusion has it, see :mod:`mmrebal.models.model`).
     """
+    if unknown:
+        raise ValueError(
+            f"unknown model option {', '.join(map(repr, unknown))}; "
+            "known: encoder_options, fusion_options, unimodal_logits"
+        )
     if len(modalities) < 2:
         raise ValueError("a multimodal model needs at least two modalities")
     unknown = [m for m in encoders if m not in modalities]
