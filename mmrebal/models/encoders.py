@@ -107,12 +107,13 @@ def cnn(kind: str, feature_dim: int, channels: Sequence[int] = (32, 64, 128, 256
     return ConvEncoder(nn.Sequential(*layers), prev, kind, feature_dim)
 
 
-def _text(kind: str, feature_dim: int, **options) -> nn.Module:
+def _text(kind: str, feature_dim: int, path: str | Path | None = None, pooling: str = "mean") -> nn.Module:
+    """MiniLM (or any local Hugging Face encoder folder ``path``) with mean or CLS pooling."""
     from mmrebal.models.text import TextEncoder
 
     if kind != "tokens":
         raise ValueError(f"a text encoder takes tokens, not {kind!r}")
-    return TextEncoder(feature_dim, **options)
+    return TextEncoder(feature_dim, path=path, pooling=pooling)
 
 
 ENCODERS.register("minilm")(_text)
