@@ -29,6 +29,7 @@ TEST_VOICES = ("en+m7", "en+f4", "en+belinda")
 MNIST_PER_CLASS = 500
 RATE_RANGE = (130, 230)  # words per minute
 PITCH_RANGE = (25, 75)  # eSpeak NG 0-100 scale, 50 = the voice's own pitch
+DIGIT_SCALE = 0.8  # the digit's side as a fraction of the frame; the rest is room to move
 
 
 @dataclass(frozen=True)
@@ -138,7 +139,7 @@ def render_frames(digit: np.ndarray, spec: AvmnistSpec, rng: np.random.Generator
     from PIL import Image
 
     size = spec.clip_size
-    side = int(round(size * 0.7))
+    side = int(round(size * DIGIT_SCALE))
     glyph = np.asarray(Image.fromarray(digit).resize((side, side), Image.BILINEAR), np.float32) / 255.0
     span = size - side
     start = rng.uniform(0, span, 2)

@@ -85,6 +85,9 @@ def run_prep(
     ``root`` or, when it is None, to ``<out>.raw/``, removed after success unless ``keep_raw``.
     """
     started = time.perf_counter()
+    for flag, value in (("--val-fraction", val_fraction), ("--test-fraction", test_fraction)):
+        if not 0.0 <= value < 1.0:
+            raise PrepFailed(f"{flag} must be in [0, 1), got {value}")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     adapter = adapter_class(dataset)()
@@ -127,6 +130,8 @@ def run_prep(
         raise PrepFailed(f"{out}: no sample could be cached ({len(issues)} problem(s), see {errors_csv})")
     class_names = adapter.class_names(items)
     splits, split_attrs = assign_splits(items, class_names, val_fraction, test_fraction, seed)
+    if getattr(adapter, "split_method", ""):  # how the adapter split a source that ships no split lists
+        split_attrs["test_split"] = {"method": adapter.split_method}
     entries = [Entry(i.sample_id, class_names.index(i.label), splits[i.sample_id]) for i in done]
     attrs = {
         "dataset": dataset,
@@ -134,7 +139,6 @@ def run_prep(
         **{f"option_{key}": value for key, value in resolved.items()},
         "modalities": adapter.modalities,
         "source_sha256": source_sha256,
-        "source_split": getattr(adapter, "split_method", "") or "given by the source",
         **split_attrs,
         "num_source_items": len(items),
         "num_prep_errors": len(issues),
@@ -221,8 +225,8 @@ def assign_splits(
     given = set(splits.values())
     label_of = {item.sample_id: class_names.index(item.label) for item in items}
     attrs: dict[str, Any] = {}
-    if "test" in given:
-        attrs["test_split"] = {"method": "given by the source"}
+    if "test" in given or test_fraction == 0:
+        attrs["test_split"] = {"method": "given by the source" if "test" in given else "none"}
     else:
         train = [i for i in items if splits[i.sample_id] == "train"]
         groups = [i.meta.get("group") for i in train]
@@ -303,6 +307,8 @@ def _decode_all(
     log: _Log,
 ) -> Iterator[PrepIssue]:
     """Decode ``todo`` (in-process for one worker, else a spawn pool), yielding problems as they come."""
+    if not todo:
+        return
     with log.progress(len(todo)) as advance:
         if workers <= 1:
             _init_worker(adapter, preset, out, journal_key)
