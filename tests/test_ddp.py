@@ -1,5 +1,5 @@
-"""Two-process DDP on CPU (gloo) through a real ``torchrun``: the run completes and every rank's sampler saw
-the same global feedback (the steps trace covers each train row exactly once per epoch)."""
+"""Two-process DDP on CPU (gloo) through a real ``torchrun``: the run completes, and every rank's sampler saw
+the same global feedback (DUS-H decides from it; the trainer checks the samplers' states agree each epoch)."""
 
 from __future__ import annotations
 
@@ -23,8 +23,8 @@ def test_torchrun_two_processes_gloo(tmp_path: Path) -> None:
     cache = build_tiny_cache(tmp_path / "tiny.h5", n=60, num_classes=3, seed=3)
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           "-m", "mmrebal", "train", "--cache", str(cache), "--out", str(out), "--epochs", "1",
-           "--batch-size", "12", "--feature-dim", "16", "--device", "cpu"]  # fmt: skip
+           "-m", "mmrebal", "train", "--cache", str(cache), "--out", str(out), "--epochs", "2",
+           "--batch-size", "12", "--feature-dim", "16", "--device", "cpu", "--sampler", "dus-h"]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     pipe = subprocess.PIPE
     proc = subprocess.Popen(
@@ -39,8 +39,17 @@ def test_torchrun_two_processes_gloo(tmp_path: Path) -> None:
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "complete"
     steps = pl.read_parquet(out / "steps.parquet")
-    # 36 train rows, batches of 12 split 6 + 6 over the ranks; the trace holds the all-reduced sizes
-    assert steps.filter(pl.col("modality") == "audio")["batch_size"].to_list() == [12, 12, 12]
+    # 36 train rows, 3 steps per epoch, each split over the ranks; the trace holds all-reduced numbers.
+    # DUS-H picks the dominant modality from the (global) s^ after step 0 and gives it f(T) = 8 rows
+    # in the rest of epoch 0 (beta 0.5, E = 2: round(0.5 * sqrt(2) * 12)); every rank must agree.
+    assert steps["step"].unique().sort().to_list() == list(range(6))
+    first = steps.filter(pl.col("step") == 0).sort("discrepancy")
+    dominant, other = first["modality"][1], first["modality"][0]
+    sizes = {
+        m: steps.filter(pl.col("modality") == m).sort("step")["batch_size"].to_list()
+        for m in (dominant, other)
+    }
+    assert sizes == {dominant: [12, 8, 8, 12, 12, 12], other: [12] * 6}
     state = load_checkpoint(out / "checkpoints" / "last.pt")
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
-    assert stdout.count("epoch 0/0") == 1  # only rank 0 logs
+    assert stdout.count("epoch 0/1") == 1  # only rank 0 logs

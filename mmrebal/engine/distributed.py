@@ -7,6 +7,7 @@ plans; scoring passes are computed on each rank's shard of the split and gathere
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -105,6 +106,18 @@ def gather_scores(
         probs={s: np.concatenate([r.probs[s] for _, r in parts])[inverse] for s in local.probs},
         losses={s: np.concatenate([r.losses[s] for _, r in parts])[inverse] for s in local.losses},
     )
+
+
+def assert_in_sync(ctx: DistContext, what: str, payload: bytes) -> None:
+    """Stop with a clear error if ``payload`` (e.g. a pickled sampler state) differs between ranks."""
+    if not ctx.enabled:
+        return
+    digests: list[Any] = [None] * ctx.world
+    torch_dist.all_gather_object(digests, hashlib.sha1(payload).hexdigest())
+    if len(set(digests)) > 1:
+        raise RuntimeError(
+            f"DDP ranks diverged: {what} differs between ranks; the sampler must draw only from its rng"
+        )
 
 
 def barrier(ctx: DistContext) -> None:

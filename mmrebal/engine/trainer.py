@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import pickle
 import random
 import shutil
 import time
@@ -546,6 +547,8 @@ class Trainer:
                     hook.before_epoch(self, epoch)
                 self.train_epoch(epoch)
                 self.sampler.end_epoch(epoch)
+                state = pickle.dumps(self.sampler.state_dict())
+                distributed.assert_in_sync(self.dist, f"the sampler state after epoch {epoch}", state)
                 for hook in self.hooks:
                     hook.after_epoch(self, epoch)
         finally:
