@@ -106,7 +106,7 @@ def test_checkpoint_is_atomic_and_weights_only(tmp_path: Path, monkeypatch: pyte
 # --- the loop ------------------------------------------------------------------------------------
 def test_train_writes_the_run_directory(cache: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    summary = train(tiny_config(cache, out))
+    summary = train(tiny_config(cache, out, test_each_epoch=True))
     assert summary["status"] == "complete"
     for name in ("config.yaml", "steps.parquet", "metrics.parquet", "summary.json", "checkpoints/last.pt",
                  "checkpoints/best.pt"):  # fmt: skip
@@ -130,6 +130,16 @@ def test_train_writes_the_run_directory(cache: Path, tmp_path: Path) -> None:
         np.testing.assert_allclose(rows["confidence"] * rows["batch_size"], rows["discrepancy"], rtol=1e-12)
 
     metrics = pl.read_parquet(out / "metrics.parquet")
+    per_epoch_test = metrics.filter((pl.col("split") == "test") & ~pl.col("selected"))
+    assert sorted(per_epoch_test["epoch"].unique().to_list()) == [0, 1]  # asked for; never used to select
+    assert metrics.filter(pl.col("split") == "train")["scope"].sort().to_list() == [
+        "audio",
+        "audio",
+        "total",
+        "total",
+        "visual",
+        "visual",
+    ]
     selected = metrics.filter(pl.col("selected"))
     assert sorted(selected["split"].unique().to_list()) == ["test", "val"]
     assert selected["epoch"].unique().to_list() == [summary["best_epoch"]]
