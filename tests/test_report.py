@@ -290,3 +290,20 @@ def test_cli_writes_report_and_prints_the_main_table(sweep: Path, tmp_path: Path
     result = CliRunner().invoke(app, ["report", str(sweep), "--out", str(out), "--metric", "acc"])
     assert result.exit_code == 0, result.output
     assert out.exists() and "| DUS/Joint |" in result.output and "a single seed" not in result.output
+
+
+def test_datasets_become_column_groups_and_are_compared_separately(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    for seed in (0, 1):
+        write_run(root, "uniform", "joint", seed, dataset="avmnist", acc=0.8)
+        write_run(root, "dus", "joint", seed, dataset="avmnist", acc=0.9)
+        write_run(root, "dus", "joint", seed, dataset="cremad", lr=0.01, acc=0.6)  # other lr: other dataset
+    outcome = write_report([root], tmp_path / "r.md", metrics=["acc"])
+    assert not any("differ in more than" in w for w in outcome.warnings)
+    assert outcome.main.header == ["Method", "avmnist n", "avmnist Acc", "cremad n", "cremad Acc"]
+    text = outcome.path.read_text()
+    assert table_row(text, "Uniform/Joint")[1:] == ["2", "<u>80.00 ± 0.00</u>", "–", "–"]
+    assert table_row(text, "DUS/Joint")[1:] == ["2", "**90.00 ± 0.00**", "2", "60.00 ± 0.00"]
+    assert "## Per-modality results: avmnist" in text and "## Per-modality results: cremad" in text
+    val = write_report([root], tmp_path / "v.md", split="val", metrics=["acc"]).path.read_text()
+    assert table_row(val, "DUS/Joint")[1:] == table_row(text, "DUS/Joint")[1:]  # acc is set on every split
