@@ -5,7 +5,11 @@ plan (sharded across DDP ranks, loaded with one ``__getitems__`` call, trained b
 feedback all-reduced and handed back to the sampler), then ``sampler.end_epoch``. The hooks that
 follow (LR schedule, validation and model selection, traces, checkpoints, logging) run in that order
 after every epoch. Selection uses the validation split only; TEST is scored once, for the selected
-checkpoint, at the end.
+checkpoint, at the end (and every epoch only when ``test_each_epoch`` asks, never for selection).
+
+Epochs and global steps count from 0 in traces, checkpoints, messages and the sampler calls. With
+``workers > 0`` the DataLoader draws plans a few steps ahead of the feedback they could depend on;
+the default ``workers = 0`` keeps plan t+1 strictly after the feedback of step t.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from mmrebal.engine.device import autocast_factory, move_batch, resolve_device
 from mmrebal.engine.distributed import DistContext
 from mmrebal.engine.traces import TraceWriter, merge_step_rows
 from mmrebal.evaluation.scoring import batch_loader, scope_metrics, score_split
+from mmrebal.methods import StepContext
 from mmrebal.samplers import create_sampler
 from mmrebal.samplers.base import Plan, ScoreResult, StepFeedback
 from mmrebal.samplers.discrepancy import CumulativeScore
@@ -239,14 +244,16 @@ class Trainer:
     """Builds everything a run needs from a :class:`TrainConfig` and runs it; see :func:`train`."""
 
     def __init__(self, config: TrainConfig, console: Console | None = None) -> None:
-        from mmrebal.methods import StepContext
-
         self.console = console or Console()
         self.dist: DistContext = distributed.from_environment()
         self.device = resolve_device(config.device, self.dist.local_rank)
         distributed.init_process_group(self.dist, self.device)
         seed_everything(config.seed)
-        cache = resolve_cache(config)
+        if self.dist.is_main:  # rank 0 builds the default cache if needed; the others then find it
+            cache = resolve_cache(config)
+        distributed.barrier(self.dist)
+        if not self.dist.is_main:
+            cache = resolve_cache(config)
         self.config = config = dataclasses.replace(config, cache=str(cache))  # recorded as resolved
         self.info = read_info(cache)
         self.modalities = list(self.info.modalities)
@@ -282,7 +289,6 @@ class Trainer:
             else None
         )
         self.autocast = autocast_factory(self.device, config.bf16)
-        self.step_context = StepContext
         self.state = RunState()
         self.cumulative = CumulativeScore(self.modalities)
         self.traces = TraceWriter(self.run_dir)
@@ -383,7 +389,6 @@ class Trainer:
     def _batches(self, epoch: int, queue: deque) -> Iterator[list[int]]:
         """Row lists for the DataLoader, drawn lazily from the sampler; layouts wait in ``queue``.
 
-        With ``workers > 0`` the DataLoader draws plans a few steps ahead of the feedback.
         A plan too small to give every rank a row is skipped on all ranks alike.
         """
         for plan in self.sampler.plans(epoch):
@@ -419,9 +424,7 @@ class Trainer:
     ) -> StepRecord:
         step = self.state.global_step
         batch = move_batch(batch, self.device)
-        ctx = self.step_context(
-            epoch=epoch, step=step, loss_weights=plan.loss_weights, autocast=self.autocast
-        )
+        ctx = StepContext(epoch=epoch, step=step, loss_weights=plan.loss_weights, autocast=self.autocast)
         result = self.method.train_step(
             self.train_model,
             batch,
