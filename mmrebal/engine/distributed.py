@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pickle
 from dataclasses import dataclass
 from typing import Any
 
@@ -108,12 +109,12 @@ def gather_scores(
     )
 
 
-def assert_in_sync(ctx: DistContext, what: str, payload: bytes) -> None:
-    """Stop with a clear error if ``payload`` (e.g. a pickled sampler state) differs between ranks."""
+def assert_in_sync(ctx: DistContext, what: str, state: Any) -> None:
+    """Stop with a clear error if ``state`` (e.g. a sampler's state dict) differs between ranks."""
     if not ctx.enabled:
         return
     digests: list[Any] = [None] * ctx.world
-    torch_dist.all_gather_object(digests, hashlib.sha1(payload).hexdigest())
+    torch_dist.all_gather_object(digests, hashlib.sha1(pickle.dumps(state)).hexdigest())
     if len(set(digests)) > 1:
         raise RuntimeError(
             f"DDP ranks diverged: {what} differs between ranks; the sampler must draw only from its rng"

@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import pickle
 import random
 import shutil
 import time
@@ -550,8 +549,8 @@ class Trainer:
                     hook.before_epoch(self, epoch)
                 self.train_epoch(epoch)
                 self.sampler.end_epoch(epoch)
-                state = pickle.dumps(self.sampler.state_dict())
-                distributed.assert_in_sync(self.dist, f"the sampler state after epoch {epoch}", state)
+                what = f"the sampler state after epoch {epoch}"
+                distributed.assert_in_sync(self.dist, what, self.sampler.state_dict())
                 for hook in self.hooks:
                     hook.after_epoch(self, epoch)
         finally:
