@@ -17,13 +17,11 @@ import yaml
 
 from mmrebal import __version__
 
-# Presets reproduce the anchors' training set-ups; `cpu` is sized for the default avmnist cache on
-# 2 CPU cores (small CNN encoders at ~230 samples/s, a few epochs, whole split preloaded).
+# Presets reproduce the anchors' training set-ups. `cpu` is the dataclass defaults themselves: small
+# CNN encoders, Adam 1e-3, batch 64, 6 epochs, splits preloaded, sized for the default avmnist cache on
+# 2 CPU cores (~230 samples/s there). The others switch to ResNet18 and the papers' optimisers.
 TRAIN_PRESETS: dict[str, dict[str, Any]] = {
-    "cpu": {
-        "encoders": "cnn", "feature_dim": 128, "batch_size": 64, "epochs": 4,
-        "optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0, "scheduler": "none", "preload": True,
-    },
+    "cpu": {},
     "ogm": {  # OGM-GE: SGD 1e-3, momentum 0.9, wd 1e-4, StepLR(70, 0.1), batch 64, ResNet18
         "encoders": "resnet18", "feature_dim": 512, "batch_size": 64, "epochs": 100,
         "optimizer": "sgd", "lr": 1e-3, "momentum": 0.9, "weight_decay": 1e-4,
@@ -58,7 +56,7 @@ class TrainConfig:
     fusion: str = "concat"
     encoders: str = "cnn"  # one name for all modalities, or "audio=cnn,visual=resnet18"
     feature_dim: int = 128
-    epochs: int = 4
+    epochs: int = 6
     batch_size: int = 64
     eval_batch_size: int = 256
     lr: float = 1e-3
