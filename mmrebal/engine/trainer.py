@@ -42,7 +42,7 @@ from mmrebal.engine.device import autocast_factory, move_batch, resolve_device
 from mmrebal.engine.distributed import DistContext
 from mmrebal.engine.traces import TraceWriter, merge_step_rows
 from mmrebal.evaluation.scoring import batch_loader, scope_metrics, score_split
-from mmrebal.methods import StepContext
+from mmrebal.methods import Method, StepContext, StepResult
 from mmrebal.samplers import create_sampler
 from mmrebal.samplers.base import Plan, ScoreResult, StepFeedback
 from mmrebal.samplers.discrepancy import CumulativeScore
@@ -97,7 +97,7 @@ def resolve_cache(config: TrainConfig) -> Path:
 
 def build_components(
     config: TrainConfig, info: CacheInfo, device: torch.device
-) -> tuple[torch.nn.Module, Any]:
+) -> tuple[torch.nn.Module, Method]:
     """The model (on ``device``) and the method a config describes, for a cache's modalities and shapes."""
     from mmrebal.methods import create_method
     from mmrebal.models import build_model
@@ -447,7 +447,7 @@ class Trainer:
         )
         return record
 
-    def reduce(self, epoch: int, step: int, rows: int, result: Any) -> StepRecord:
+    def reduce(self, epoch: int, step: int, rows: int, result: StepResult) -> StepRecord:
         """Global step numbers: sizes and confidence sums summed, losses averaged by rows, over ranks."""
         stats = result.modality
         sizes = [stats[m].batch_size if m in stats else 0 for m in self.modalities]

@@ -7,8 +7,9 @@ positions in order and returns softmax probabilities and per-sample cross-entrop
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager, nullcontext
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -20,9 +21,12 @@ from mmrebal.engine.device import move_batch
 from mmrebal.evaluation.metrics import classification_metrics
 from mmrebal.samplers.base import ScoreResult
 
+if TYPE_CHECKING:
+    from mmrebal.methods import Method
+
 
 def batch_loader(
-    dataset: CacheDataset, batches: object, device: torch.device, num_workers: int = 0
+    dataset: CacheDataset, batches: Iterable[list[int]], device: torch.device, num_workers: int = 0
 ) -> DataLoader:
     """A DataLoader whose batch sampler yields row lists, read with one ``__getitems__`` call per batch."""
     return DataLoader(
@@ -37,7 +41,7 @@ def batch_loader(
 
 def score_split(
     model: torch.nn.Module,
-    method: object,
+    method: Method,
     dataset: CacheDataset,
     device: torch.device,
     batch_size: int,
