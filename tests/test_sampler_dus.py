@@ -155,11 +155,33 @@ def test_dus_h_fixed_dominant_gets_f_T_others_keep_batch():
 def test_dus_h_auto_dominant_is_highest_discrepancy_after_first_full_step():
     s = make("dus-h", MODS2, n=40, batch=8, epochs=4)
     plans = run_epoch(s, 0, bias={"audio": 0.2, "visual": 0.8})
-    assert plans[0].layout(MODS2)[1].sum(0).tolist() == [8, 8]
+    assert plans[0].layout(MODS2)[1].sum(0).tolist() == [8, 8]  # nothing known yet: N_B for all
     assert s.dominant == "visual"
     assert plans[1].layout(MODS2)[1].sum(0).tolist() == [8, heuristic_size(0, 4, 8)]
     rows = s.drain_step_rows()
     assert [r["dominant"] for r in rows[-2:]] == [False, True]
+
+
+@pytest.mark.parametrize(("dominance", "flips"), [("mean", False), ("score", True)])
+def test_dus_h_dominance_by_mean_is_not_fooled_by_its_own_batch_sizes(dominance, flips):
+    """Audio is more confident per row; under the sum its own smaller batch makes visual look dominant."""
+    s = make("dus-h", MODS2, n=80, batch=8, epochs=100, dominance=dominance)
+    run_epoch(s, 0, bias={"audio": 0.6, "visual": 0.4})
+    crowned = [r["modality"] for r in s.drain_step_rows() if r["dominant"]]
+    assert crowned[0] == "audio"
+    assert ("visual" in crowned) == flips
+
+
+def test_dus_h_decide_first_freezes_the_choice():
+    s = make("dus-h", MODS2, n=40, batch=8, epochs=4, decide="first")
+    run_epoch(s, 0, bias={"audio": 0.2, "visual": 0.8})
+    run_epoch(s, 1, bias={"audio": 0.9, "visual": 0.1})
+    assert s.dominant == "visual"
+    t = make("dus-h", MODS2, n=40, batch=8, epochs=4, decide="epoch")
+    run_epoch(t, 0, bias={"audio": 0.2, "visual": 0.8})
+    run_epoch(t, 1, bias={"audio": 0.99, "visual": 0.01})
+    assert t.dominant == "visual"  # decided at the start of epoch 1, from epoch 0's scores
+    assert [p.layout(MODS2)[1].sum(0).tolist() for p in run_epoch(t, 2)][0] == [heuristic_size(2, 4, 8), 8]
 
 
 def test_inverse_proportions_give_the_weaker_modality_more():

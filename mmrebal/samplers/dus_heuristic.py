@@ -9,6 +9,7 @@ import numpy as np
 
 from mmrebal.samplers import SAMPLERS
 from mmrebal.samplers.base import StepFeedback
+from mmrebal.samplers.discrepancy import CumulativeScore, step_discrepancy
 from mmrebal.samplers.dus import UnimodalBatchSampler, allocate, check_choice
 
 
@@ -43,11 +44,12 @@ class DUSHeuristicSampler(UnimodalBatchSampler):
     """The dominant modality gets f(T) rows per step, every other modality keeps N_B.
 
     Options: ``beta`` (0.5), ``alpha`` (default ln(1/beta)/E), ``indexing`` (paper | endpoints, see
-    :func:`heuristic_size`), ``dominant`` (auto, or a modality name to fix it), ``decide``
-    (first: the modality with the highest s^ after the run's first step, which gives every
-    modality N_B rows so the sum-score comparison is fair; the paper identifies the dominant modality
-    at the beginning and its monotone schedule assumes it stays | epoch: re-decided at every epoch
-    start from s^, which with score=sum also reflects the smaller batch the dominant modality got).
+    :func:`heuristic_size`), ``dominant`` (auto, or a modality name to fix it), ``dominance``
+    (mean: the highest cumulative per-row confidence, Eq. 3 over s_t / |B^(j)| — the sum score
+    would crown whichever modality this sampler itself gave more rows | score: the sampler's
+    ``score`` statistic, the paper's sum by default), ``decide`` (step: re-decided after every
+    step | epoch: at every epoch start | first: once, after the run's first step). Until the first
+    feedback no modality is dominant and all get N_B rows.
     """
 
     name = "dus-h"
@@ -59,7 +61,8 @@ class DUSHeuristicSampler(UnimodalBatchSampler):
         alpha: float | None = None,
         indexing: str = "paper",
         dominant: str = "auto",
-        decide: str = "first",
+        dominance: str = "mean",
+        decide: str = "step",
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
@@ -67,13 +70,23 @@ class DUSHeuristicSampler(UnimodalBatchSampler):
             raise ValueError(f"sampler option beta={beta} must be in (0, 1]")
         self.beta, self.alpha = float(beta), None if alpha is None else float(alpha)
         self.indexing = check_choice("indexing", indexing, ("paper", "endpoints"))
-        self.decide = check_choice("decide", decide, ("first", "epoch"))
+        self.dominance = check_choice("dominance", dominance, ("mean", "score"))
+        self.decide = check_choice("decide", decide, ("step", "epoch", "first"))
         if dominant != "auto":
             check_choice("dominant", dominant, self.modalities)
         self.fixed = dominant != "auto"
         self.dominant: str | None = dominant if self.fixed else None
+        self.mean_cum = CumulativeScore(self.modalities)
+        self.latest_mean = {m: 0.0 for m in self.modalities}
         self.epoch = 0
         self.sizes = {m: self.batch_size for m in self.modalities}
+
+    def dominance_scores(self) -> np.ndarray:
+        """What "dominant" compares: per-row confidences (``dominance=mean``) or :meth:`scores`."""
+        if self.dominance == "score":
+            return self.scores()
+        source = self.mean_cum.value if self.cumulative else self.latest_mean
+        return np.array([source[m] for m in self.modalities], dtype=np.float64)
 
     def _apply_schedule(self) -> None:
         self.sizes = {m: self.batch_size for m in self.modalities}
@@ -82,17 +95,26 @@ class DUSHeuristicSampler(UnimodalBatchSampler):
             self.sizes[self.dominant] = f
 
     def _pick_dominant(self) -> None:
-        if not self.fixed and self.cum.ready:
-            self.dominant = self.modalities[int(np.argmax(self.scores()))]
+        if not self.fixed and self.mean_cum.ready:
+            self.dominant = self.modalities[int(np.argmax(self.dominance_scores()))]
 
     def begin_epoch(self, epoch: int) -> None:
         self.epoch = epoch
         if self.decide == "epoch":
             self._pick_dominant()
+        if self.cs_reset == "epoch":
+            self.mean_cum.reset()
         self._apply_schedule()
 
     def after_feedback(self, fb: StepFeedback) -> None:
-        if self.dominant is None:
+        means = {
+            m: step_discrepancy(fb.confidence_sum[m], fb.batch_size[m], "mean")
+            for m in self.modalities
+            if fb.batch_size.get(m, 0) > 0
+        }
+        self.latest_mean.update(means)
+        self.mean_cum.update(means)
+        if self.decide == "step" or self.dominant is None:
             self._pick_dominant()
             self._apply_schedule()
 
@@ -100,11 +122,19 @@ class DUSHeuristicSampler(UnimodalBatchSampler):
         return {"dominant": modality == self.dominant}
 
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "dominant": self.dominant, "epoch": self.epoch}
+        return {
+            **super().state_dict(),
+            "dominant": self.dominant,
+            "epoch": self.epoch,
+            "mean_cum": self.mean_cum.state_dict(),
+            "latest_mean": dict(self.latest_mean),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         self.dominant, self.epoch = state["dominant"], int(state["epoch"])
+        self.mean_cum.load_state_dict(state["mean_cum"])
+        self.latest_mean = dict(state["latest_mean"])
 
 
 def inverse_proportions(scores: np.ndarray) -> np.ndarray:
