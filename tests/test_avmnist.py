@@ -30,7 +30,12 @@ def test_espeak_speaks_digit_names_at_its_native_rate():
         tts.speak("one", "xx+nobody")
 
 
-def test_plan_is_class_balanced_seeded_and_split_by_held_out_voices():
+@pytest.fixture(scope="module")
+def digits() -> np.ndarray:
+    return avmnist.mnist_digits()
+
+
+def test_plan_is_class_balanced_seeded_and_split_by_held_out_voices(digits):
     recipes = plan(AvmnistSpec(size=200, seed=1))
     assert Counter(r.label for r in recipes) == dict.fromkeys(range(10), 20)
     assert all((r.split == "test") == (r.voice in TEST_VOICES) for r in recipes)
@@ -40,7 +45,6 @@ def test_plan_is_class_balanced_seeded_and_split_by_held_out_voices():
     assert all(r.mnist_index // avmnist.MNIST_PER_CLASS == r.label for r in recipes)
     assert plan(AvmnistSpec(size=200, seed=1)) == recipes
     assert plan(AvmnistSpec(size=200, seed=2)) != recipes
-    digits = avmnist.mnist_digits()
     assert digits.shape == (5000, 28, 28) and digits.dtype == np.uint8 and digits.max() == 255
     with pytest.raises(ValueError, match="--size"):
         AvmnistSpec(size=6000)
@@ -59,8 +63,8 @@ def test_audio_noise_follows_the_snr_knob():
         assert noise == pytest.approx(np.mean(word**2) / 10 ** (snr / 10), rel=0.1)
 
 
-def test_frames_move_and_visual_noise_follows_its_knob():
-    digit = avmnist.mnist_digits()[0]
+def test_frames_move_and_visual_noise_follows_its_knob(digits):
+    digit = digits[0]
     clean = render_frames(digit, AvmnistSpec(visual_noise=0.0), np.random.default_rng(3))
     noisy = render_frames(digit, AvmnistSpec(visual_noise=0.5), np.random.default_rng(3))
     assert clean.shape == (8, 32, 32, 3) and clean.dtype == np.uint8
@@ -100,7 +104,7 @@ def test_ensure_default_cache_builds_once_under_mmrebal_home(tmp_path: Path, mon
 def built(tmp_path_factory) -> tuple[Path, object]:
     out = tmp_path_factory.mktemp("avm") / "avm.h5"
     args = ["prep", "avmnist", "--out", str(out), "--size", "40", "--workers", "2", "--keep-raw"]
-    args += ["--audio-snr-db", "5", "--seed", "3"]
+    args += ["--audio-snr-db", "2.5", "--seed", "3"]
     return out, CliRunner().invoke(app, args)
 
 
@@ -126,7 +130,7 @@ def test_prep_avmnist_cli_writes_the_documented_layout(built):
         and attrs["frames_size"] == [32, 32]
         and attrs["audio_sample_rate"] == 22050
     )
-    assert attrs["option_size"] == 40 and attrs["option_seed"] == 3 and attrs["option_audio_snr_db"] == 5.0
+    assert attrs["option_size"] == 40 and attrs["option_seed"] == 3 and attrs["option_audio_snr_db"] == 2.5
     assert attrs["option_visual_noise"] == AvmnistSpec().visual_noise and attrs["option_clip_frames"] == 8
     assert len(attrs["source_sha256"]) == 64 and attrs["mmrebal_version"] and attrs["created"]
     assert attrs["val_split"] == {"method": "stratified", "fraction": 0.1, "seed": 4, "from": "train"}

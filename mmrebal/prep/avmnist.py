@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import sys
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +39,7 @@ class AvmnistSpec:
 
     size: int = 3000
     seed: int = 0
-    audio_snr_db: float = 0.0
+    audio_snr_db: float = 5.0
     visual_noise: float = 0.5
     clip_frames: int = 8
     clip_size: int = 32
@@ -202,5 +203,6 @@ def ensure_default_cache(path: Path | None = None, workers: int | None = None) -
     if out.exists():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
+    print(f"building the default avmnist cache at {out} (first use only)", file=sys.stderr)
     run_prep("avmnist", None, out, workers=workers or max(1, min(4, os.cpu_count() or 1)))
     return out
