@@ -217,3 +217,40 @@ def test_nan_loss_stops_with_one_line_and_keeps_the_checkpoint(
     assert not (out / "summary.json").exists()
     steps = pl.read_parquet(out / "steps.parquet")
     assert math.isnan(steps.filter(pl.col("step") == 4)["total_loss"][0])  # the bad step is in the trace
+
+
+# --- traces --------------------------------------------------------------------------------------
+def test_traces_merge_sampler_columns_and_resume(tmp_path: Path) -> None:
+    from mmrebal.engine.traces import TraceWriter, merge_step_rows
+
+    rows = [{"epoch": 0, "step": 0, "modality": m, "loss": 1.0} for m in ("audio", "visual")]
+    merged = merge_step_rows(
+        rows,
+        [
+            {"step": 0, "modality": "audio", "policy_prob": 0.25},
+            {"step": 0, "reward": 2.0},  # no modality: every modality row of the step
+            {"step": 0, "modality": "text", "policy_prob": 0.5},  # no trainer row: a row of its own
+        ],
+        epoch=0,
+    )
+    assert [(r["modality"], r.get("policy_prob"), r.get("reward")) for r in merged] == [
+        ("audio", 0.25, 2.0), ("visual", None, 2.0), ("text", 0.5, None)]  # fmt: skip
+
+    traces = TraceWriter(tmp_path)
+    traces.add("steps", merged)
+    traces.add("steps", [{"epoch": 1, "step": 1, "modality": "audio", "loss": 0.5, "extra": 3}])
+    traces.add("metrics", [{"epoch": e, "split": "val", "scope": "fused", "acc": 0.5, "map": 0.5,
+                            "macro_f1": 0.5, "loss": 1.0, "selected": False} for e in (0, 1)])  # fmt: skip
+    traces.select(1, [{"epoch": 1, "split": "test", "scope": "fused", "acc": 0.4, "map": 0.4,
+                       "macro_f1": 0.4, "loss": 1.0, "selected": True}])  # fmt: skip
+    traces.flush()
+    steps = pl.read_parquet(tmp_path / "steps.parquet")
+    assert steps.height == 4 and steps["extra"].to_list() == [None, None, None, 3]
+    metrics = pl.read_parquet(tmp_path / "metrics.parquet")
+    assert metrics["selected"].to_list() == [False, True, True]
+
+    resumed = TraceWriter(tmp_path)
+    resumed.resume(last_epoch=0)  # a run killed after epoch 0's checkpoint
+    assert resumed.table("steps")["epoch"].to_pylist() == [0, 0, 0]
+    assert resumed.table("metrics").to_pylist()[0]["selected"] is False
+    assert resumed.table("metrics").num_rows == 1

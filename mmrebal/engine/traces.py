@@ -13,16 +13,19 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 TRACE_FILES = {"steps": "steps.parquet", "metrics": "metrics.parquet", "samples": "samples.parquet"}
 
 
-def merge_step_rows(rows: list[dict[str, Any]], extra: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Add sampler columns to the trainer's rows, matched on (step, modality).
+def merge_step_rows(
+    rows: list[dict[str, Any]], extra: Iterable[dict[str, Any]], epoch: int
+) -> list[dict[str, Any]]:
+    """Add sampler columns to the trainer's rows of ``epoch``, matched on (step, modality).
 
     A sampler row without ``modality`` applies to every modality row of its step; a sampler row for
-    a (step, modality) the trainer has no row for becomes a row of its own.
+    a (step, modality) the trainer has no row for becomes a row of its own (in ``epoch``).
     """
     index = {(r["step"], r["modality"]): r for r in rows}
     by_step: dict[int, list[dict[str, Any]]] = {}
@@ -37,7 +40,7 @@ def merge_step_rows(rows: list[dict[str, Any]], extra: Iterable[dict[str, Any]])
         elif (row["step"], row["modality"]) in index:
             index[(row["step"], row["modality"])].update(columns)
         else:
-            added.append(dict(row))
+            added.append({"epoch": epoch, **row})
             index[(row["step"], row["modality"])] = added[-1]
     return rows + added
 
@@ -50,10 +53,12 @@ def _table(rows: list[dict[str, Any]]) -> pa.Table:
     return pa.table({c: [r.get(c) for r in rows] for c in columns})
 
 
-def write_parquet(path: Path, rows: list[dict[str, Any]]) -> None:
+def write_parquet(path: Path, rows: list[dict[str, Any]] | pa.Table) -> None:
+    """Rows (or a table) to ``path`` through a temp file and a rename."""
+    table = rows if isinstance(rows, pa.Table) else _table(rows)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        pq.write_table(_table(rows), tmp)
+        pq.write_table(table, tmp)
         os.replace(tmp, path)
     finally:
         if tmp.exists():
@@ -61,19 +66,41 @@ def write_parquet(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 class TraceWriter:
-    """The run's trace rows, by file; :meth:`flush` rewrites the files that have rows."""
+    """The run's traces by file, held as one Arrow table per batch of rows added (compact: a long
+    run's per-sample rows would take gigabytes as Python dicts); :meth:`flush` rewrites each file."""
 
     def __init__(self, run_dir: Path) -> None:
         self.run_dir = Path(run_dir)
-        self.rows: dict[str, list[dict[str, Any]]] = {name: [] for name in TRACE_FILES}
+        self.tables: dict[str, list[pa.Table]] = {name: [] for name in TRACE_FILES}
 
     def add(self, name: str, rows: Iterable[dict[str, Any]]) -> None:
-        self.rows[name].extend(rows)
+        rows = list(rows)
+        if rows:
+            self.tables[name].append(_table(rows))
+
+    def table(self, name: str) -> pa.Table | None:
+        """Everything added to ``name`` so far (columns a batch lacks are nulls), or None."""
+        parts = self.tables[name]
+        if not parts:
+            return None
+        table = pa.concat_tables(parts, promote_options="permissive")
+        self.tables[name] = [table]
+        return table
 
     def flush(self) -> None:
-        for name, rows in self.rows.items():
-            if rows:
-                write_parquet(self.run_dir / TRACE_FILES[name], rows)
+        for name, filename in TRACE_FILES.items():
+            table = self.table(name)
+            if table is not None:
+                write_parquet(self.run_dir / filename, table)
+
+    def select(self, epoch: int, test_rows: list[dict[str, Any]]) -> None:
+        """Mark the selected checkpoint's val rows and add its TEST rows (``selected`` true)."""
+        metrics = self.table("metrics")
+        if metrics is not None:
+            chosen = pc.and_(pc.equal(metrics["split"], "val"), pc.equal(metrics["epoch"], epoch))
+            column = metrics.schema.get_field_index("selected")
+            self.tables["metrics"] = [metrics.set_column(column, "selected", chosen)]
+        self.add("metrics", test_rows)
 
     def resume(self, last_epoch: int) -> None:
         """Reload traces up to ``last_epoch`` (the checkpoint's), dropping later and final-selection rows."""
@@ -81,8 +108,11 @@ class TraceWriter:
             path = self.run_dir / filename
             if not path.exists():
                 continue
-            rows = [r for r in pq.read_table(path).to_pylist() if r["epoch"] <= last_epoch]
+            table = pq.read_table(path)
+            table = table.filter(pc.less_equal(table["epoch"], last_epoch))
             if name == "metrics":
-                final = [r["selected"] and r["split"] == "test" for r in rows]
-                rows = [{**r, "selected": False} for r, drop in zip(rows, final, strict=True) if not drop]
-            self.rows[name] = rows
+                final = pc.and_(table["selected"], pc.equal(table["split"], "test"))
+                table = table.filter(pc.invert(final))
+                column = table.schema.get_field_index("selected")
+                table = table.set_column(column, "selected", pa.array([False] * table.num_rows))
+            self.tables[name] = [table]

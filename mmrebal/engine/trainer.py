@@ -166,7 +166,7 @@ class TraceHook(Hook):
         self.rows.extend(trainer.step_rows(record))
 
     def after_epoch(self, trainer: Trainer, epoch: int) -> None:
-        trainer.drain_sampler(self.rows)
+        trainer.drain_sampler(epoch, self.rows)
         self.rows = []
         if trainer.dist.is_main:
             trainer.traces.flush()
@@ -514,9 +514,9 @@ class Trainer:
         self._epoch_losses.setdefault("total", []).append((record.loss, record.rows))
         return rows
 
-    def drain_sampler(self, step_rows: list[dict[str, Any]]) -> None:
+    def drain_sampler(self, epoch: int, step_rows: list[dict[str, Any]]) -> None:
         """Merge the sampler's step columns into the trainer's rows; add ``sample_id`` to its sample rows."""
-        self.traces.add("steps", merge_step_rows(step_rows, self.sampler.drain_step_rows()))
+        self.traces.add("steps", merge_step_rows(step_rows, self.sampler.drain_step_rows(), epoch))
         ids = self.datasets["train"].sample_ids
         samples = self.sampler.drain_sample_rows()
         self.traces.add("samples", [{"sample_id": ids[int(r["idx"])], **r} for r in samples])
@@ -574,10 +574,10 @@ class Trainer:
             **results,
         }
         if self.dist.is_main:
-            rows = self.traces.rows["metrics"]
-            for r in rows:
-                r["selected"] = r["split"] == "val" and r["epoch"] == epoch
-            rows += [self.metric_row(epoch, "test", s, m, selected=True) for s, m in results["test"].items()]
+            test_rows = [
+                self.metric_row(epoch, "test", s, m, selected=True) for s, m in results["test"].items()
+            ]
+            self.traces.select(epoch, test_rows)
             self.traces.flush()
             atomic_write_bytes(self.run_dir / "summary.json", json.dumps(summary, indent=2).encode())
             self.console.print(summary_table(results, epoch, self.run_dir))
