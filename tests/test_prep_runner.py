@@ -297,3 +297,42 @@ def test_resume_after_kill_9_matches_an_uninterrupted_build(tmp_path: Path):
         for key in ("sample_id", "label", "split", "class_names", "audio/spec", "visual/frames"):
             np.testing.assert_array_equal(a[key][:], b[key][:], err_msg=key)
         assert a.attrs["source_sha256"] == b.attrs["source_sha256"]
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_the_pool_cleanly_and_a_rerun_completes(tmp_path: Path):
+    out = tmp_path / "c.h5"
+    cmd = [
+        sys.executable,
+        "-m",
+        "mmrebal",
+        "prep",
+        "avmnist",
+        "--size",
+        "40",
+        "--workers",
+        "2",
+        "--out",
+        str(out),
+    ]
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    parts = out.with_name("c.h5.parts")
+    deadline = time.monotonic() + 120
+    while len(list(parts.glob("*.npz"))) < 8:
+        assert proc.poll() is None, "prep finished before it could be interrupted"
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in a terminal signals the whole foreground group
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted: decoded samples are kept" in err and "Traceback" not in err
+    assert not out.exists()
+
+    again = subprocess.run(cmd, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    assert "resuming:" in again.stderr
+    with h5py.File(out) as f:
+        ids = [i.decode() for i in f["sample_id"][:]]
+    assert sorted(ids) == [f"avmnist_{i:05d}" for i in range(40)]
