@@ -234,6 +234,8 @@ def test_manifest_hash_follows_the_files_and_resets_the_journal(tmp_path: Path):
     first = manifest_hash(items, {}, synthetic=False)
     assert manifest_hash(items, {}, synthetic=False) == first
     assert manifest_hash(items, {"classes": "x"}, synthetic=False) != first
+    with_text = [SourceItem("a", "x", None, {"audio": wav}, {"text": "hello"})]
+    assert manifest_hash(with_text, {}, synthetic=False) != first
     out = tmp_path / "c.h5"
     SampleJournal(out, first).write("a", {"audio/spec": np.zeros(3, np.float32)})
     sf.write(wav, np.zeros(200, np.float32), SR)

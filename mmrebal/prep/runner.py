@@ -183,14 +183,15 @@ def resolve_options(adapter: Adapter, options: dict[str, Any], seed: int) -> dic
 
 
 def manifest_hash(items: list[SourceItem], options: dict[str, Any], synthetic: bool) -> str:
-    """sha256 of the sorted (sample_id, label, split, source) rows plus the adapter options.
+    """sha256 of the sorted (sample_id, label, split, meta, files) rows plus the adapter options.
 
-    ``source`` is each file's name, size and mtime, or for a synthetic dataset the generator recipe
-    in ``item.meta`` (its clips do not exist before decoding).
+    ``meta`` is what the adapter knows beyond the files (avmnist's generator recipe, a tweet's text,
+    a gesture's frame window); ``files`` is each file's name, size and mtime, except for a synthetic
+    dataset, whose clips do not exist before decoding.
     """
     rows = sorted(
-        [item.sample_id, item.label, item.split, item.meta if synthetic else _file_record(item)]
-        for item in items
+        ([i.sample_id, i.label, i.split, i.meta, [] if synthetic else _file_record(i)] for i in items),
+        key=lambda row: row[0],
     )
     payload = json.dumps({"rows": rows, "options": options}, sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()
