@@ -388,10 +388,10 @@ class Trainer:
     def _batches(self, epoch: int, queue: deque) -> Iterator[list[int]]:
         """Row lists for the DataLoader, drawn lazily from the sampler; layouts wait in ``queue``.
 
-        A plan too small to give every rank a row is skipped on all ranks alike.
+        An empty plan, or one too small to give every rank a row, is skipped (on all ranks alike).
         """
         for plan in self.sampler.plans(epoch):
-            if self.dist.enabled and max(len(g.indices) for g in plan.groups) < self.dist.world:
+            if max((len(g.indices) for g in plan.groups), default=0) < self.dist.world:
                 continue
             local = plan.shard(self.dist.rank, self.dist.world)
             rows, active, fused = local.layout(self.modalities)
