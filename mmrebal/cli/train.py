@@ -78,7 +78,11 @@ def train_command(
         None, "--model-opt", help="build_model option KEY=VALUE (repeatable)."
     ),
 ) -> None:
-    """Train a multimodal model with a sampler and a method; writes traces, checkpoints and a summary."""
+    """Train a multimodal model with a sampler and a method; writes traces, checkpoints and a summary.
+
+    Options not given here come from --config, then from --preset (default cpu). With --resume and
+    --out, the run's own config.yaml is the --config unless one is given.
+    """
     flags = dict(locals())
     from mmrebal.engine.config import parse_options, resolve_config
 
