@@ -80,8 +80,9 @@ def train_command(
 ) -> None:
     """Train a multimodal model with a sampler and a method; writes traces, checkpoints and a summary.
 
-    Options not given here come from --config, then from --preset (default cpu). With --resume and
-    --out, the run's own config.yaml is the --config unless one is given.
+    Options not given here come from --config, then from --preset (default cpu).
+
+    --resume --out RUN_DIR reads RUN_DIR/config.yaml unless --config is given.
     """
     flags = dict(locals())
     from mmrebal.engine.config import parse_options, resolve_config
