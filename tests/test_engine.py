@@ -254,3 +254,24 @@ def test_traces_merge_sampler_columns_and_resume(tmp_path: Path) -> None:
     assert resumed.table("steps")["epoch"].to_pylist() == [0, 0, 0]
     assert resumed.table("metrics").to_pylist()[0]["selected"] is False
     assert resumed.table("metrics").num_rows == 1
+
+
+def test_cli_yaml_config_then_resume_with_only_out(cache: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    yaml_file = tmp_path / "run.yaml"
+    yaml_file.write_text(
+        f"cache: {cache}\nepochs: 1\nbatch_size: 12\nfeature_dim: 16\ndevice: cpu\nlr: 3e-3\n"
+    )
+    runner = CliRunner()
+    first = runner.invoke(
+        app, ["train", "--config", str(yaml_file), "--out", str(out), "--method-opt", "fused_weight=2"]
+    )
+    assert first.exit_code == 0, first.output
+    saved = (out / "config.yaml").read_text()
+    assert "feature_dim: 16" in saved and "fused_weight: 2" in saved and "lr: 0.003" in saved
+    again = runner.invoke(app, ["train", "--out", str(out), "--resume", "--epochs", "2"])
+    assert again.exit_code == 0, again.output
+    assert "resuming from" in again.output and "after epoch 0" in again.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["epochs"] == 2
+    assert pl.read_parquet(out / "steps.parquet")["epoch"].unique().sort().to_list() == [0, 1]
