@@ -275,3 +275,9 @@ def test_cli_yaml_config_then_resume_with_only_out(cache: Path, tmp_path: Path) 
     summary = json.loads((out / "summary.json").read_text())
     assert summary["epochs"] == 2
     assert pl.read_parquet(out / "steps.parquet")["epoch"].unique().sort().to_list() == [0, 1]
+
+
+def test_bf16_autocast_trains_on_cpu(cache: Path, tmp_path: Path) -> None:
+    summary = train(tiny_config(cache, tmp_path / "run", bf16=True, epochs=1))
+    assert summary["status"] == "complete" and summary["val"]["fused"]["acc"] > 0.5
+    assert pl.read_parquet(tmp_path / "run" / "steps.parquet")["loss"].is_finite().all()
