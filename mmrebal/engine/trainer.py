@@ -357,6 +357,8 @@ class Trainer:
         elif self.dist.is_main:
             if self.config.resume:
                 self.console.print(f"no checkpoint at {last}; starting from scratch", highlight=False)
+            elif last.exists():
+                self.console.print(f"{self.run_dir}: replacing the earlier run (--resume continues one)")
             (self.run_dir / "summary.json").unlink(missing_ok=True)
             for name in ("steps.parquet", "metrics.parquet", "samples.parquet"):
                 (self.run_dir / name).unlink(missing_ok=True)
