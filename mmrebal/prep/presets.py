@@ -173,3 +173,39 @@ _add(
         "3 evenly spaced frames at 32x32 (sized for CPU training).",
     )
 )
+_add(
+    Preset(
+        "image-text",
+        None,
+        FramePreset(1, (224, 224), None),
+        "Image+text (Twitter2015, Sarcasm): one 224x224 image (adapter option crop: resize or "
+        "center = Resize 256 + CenterCrop 224); text tokenised by the adapter (options text_model, "
+        "max_length, default 64).",
+    )
+)
+_add(
+    Preset(
+        "nvgesture",
+        None,
+        FramePreset(8, (112, 112), None),
+        "NVGesture, CPU-sized: 8 evenly spaced frames of the annotated gesture window at 112x112 for "
+        "rgb, depth and flow (Farneback on the same window when no flow video is given).",
+    )
+)
+_add(
+    Preset(
+        "nvgesture-i3d",
+        None,
+        FramePreset(64, (224, 224), None),
+        "NVGesture for I3D-style encoders (GPU): 64 evenly spaced frames of the gesture window at 224x224.",
+    )
+)
+_add(
+    Preset(
+        "ave",
+        _crema_audio(10.0),
+        FramePreset(3, (224, 224), None),
+        "AVE: the OGM-style audio of the reference code on AVE's 10 s clips (22,050 Hz tiled to 10 s, "
+        "clipped, log|STFT| 512/353 -> 257x625); 3 evenly spaced frames at 224x224.",
+    )
+)
