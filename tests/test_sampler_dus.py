@@ -224,3 +224,16 @@ def test_step_trace_describes_the_plan_fed_back_even_when_plans_run_ahead():
     assert [r["batch_size_planned"] for r in rows] == [8, 8, 8, 8]
     assert [r["dominant"] for r in rows] == [False] * 4  # undecided when those plans were drawn
     assert third.layout(MODS2)[1].sum(0).tolist() == [8, heuristic_size(0, 4, 8)]
+
+
+@pytest.mark.parametrize("mods", [MODS2, MODS3])
+def test_dirichlet_policy_acts_on_the_simplex_and_learns(mods):
+    s = make("dus", mods, n=64, batch=16, policy="dirichlet", policy_lr=0.01)
+    s.cum.update({m: 10.0 if m == mods[0] else 2.0 for m in mods})
+    shares = []
+    for _ in range(400):
+        s.policy_step()
+        assert s.proportions.sum() == pytest.approx(1.0) and math.isfinite(s.last_log_prob)
+        shares.append(s.proportions[0])
+    assert np.mean(shares[-20:]) < np.mean(shares[:20])
+    assert sum(s.sizes.values()) == 16

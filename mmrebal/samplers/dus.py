@@ -133,7 +133,6 @@ class UnimodalBatchSampler(Sampler):
         )
         # trace columns of plans drawn but not yet fed back (the trainer's loader may run ahead)
         self.pending: deque[dict[str, dict[str, Any]]] = deque()
-        self.step = 0
 
     # -- what subclasses override -------------------------------------------------------------
     def begin_epoch(self, epoch: int) -> None:
@@ -159,7 +158,6 @@ class UnimodalBatchSampler(Sampler):
         self.pending.clear()
         for _ in range(self.steps_per_epoch):
             self.pending.append(self.describe())
-            self.step += 1
             yield self.compose(self.sizes)
 
     def describe(self) -> dict[str, dict[str, Any]]:
@@ -208,7 +206,6 @@ class UnimodalBatchSampler(Sampler):
             streams=[s.state_dict() for s in self.streams],
             sizes=dict(self.sizes),
             pending=list(self.pending),
-            step=self.step,
         )
         return copy.deepcopy(state)
 
@@ -220,7 +217,6 @@ class UnimodalBatchSampler(Sampler):
             stream.load_state_dict(s)
         self.sizes = {m: int(v) for m, v in state["sizes"].items()}
         self.pending = deque(copy.deepcopy(state["pending"]))
-        self.step = int(state["step"])
 
 
 class Policy(nn.Module):
