@@ -39,34 +39,76 @@ def frame_indices(total: int, num_frames: int, src_fps: float, fps: float | None
     return np.clip(np.floor(picks).astype(np.int64), 0, total - 1)
 
 
-def read_frames(path: Path, num_frames: int, size: tuple[int, int], fps: float | None = None) -> np.ndarray:
-    """``num_frames`` RGB frames resized to ``size`` = (H, W) as uint8 [T, H, W, 3]."""
+def read_frames(
+    path: Path,
+    num_frames: int,
+    size: tuple[int, int],
+    fps: float | None = None,
+    frame_range: tuple[int, int] | None = None,
+) -> np.ndarray:
+    """``num_frames`` RGB frames resized to ``size`` = (H, W) as uint8 [T, H, W, 3].
+
+    ``frame_range`` = [start, end) picks only inside that span of the clip (an annotated gesture or
+    event window); an end past the clip's last frame is clamped to it.
+    """
     path = Path(path)
     if not path.is_file():
         raise MediaError(f"{path}: no such file; check the path")
     try:
-        return _read_decord(path, num_frames, size, fps)
+        return _read_decord(path, num_frames, size, fps, frame_range)
     except Exception as err:  # decord raises its own error types and plain RuntimeErrors
         global _fallback_logged
         if not _fallback_logged:
             log.info("decord could not read %s (%s); using PyAV for such files", path, err)
             _fallback_logged = True
-    return _read_pyav(path, num_frames, size, fps)
+    return _read_pyav(path, num_frames, size, fps, frame_range)
 
 
-def _read_decord(path: Path, num_frames: int, size: tuple[int, int], fps: float | None) -> np.ndarray:
+def _span_indices(
+    path: Path,
+    total: int,
+    num_frames: int,
+    src_fps: float,
+    fps: float | None,
+    frame_range: tuple[int, int] | None,
+) -> np.ndarray:
+    """``frame_indices`` over the whole clip, or over ``frame_range`` shifted to its start."""
+    if frame_range is None:
+        return frame_indices(total, num_frames, src_fps, fps)
+    start, end = int(frame_range[0]), min(int(frame_range[1]), total)
+    if not 0 <= start < end:
+        raise MediaError(
+            f"{path}: frame range [{frame_range[0]}, {frame_range[1]}) is outside the clip's {total} frames; "
+            "fix the range"
+        )
+    return start + frame_indices(end - start, num_frames, src_fps, fps)
+
+
+def _read_decord(
+    path: Path,
+    num_frames: int,
+    size: tuple[int, int],
+    fps: float | None,
+    frame_range: tuple[int, int] | None = None,
+) -> np.ndarray:
     from decord import VideoReader, cpu
 
     height, width = size
     reader = VideoReader(str(path), ctx=cpu(0), num_threads=1, width=width, height=height)
-    idx = frame_indices(len(reader), num_frames, reader.get_avg_fps(), fps)
+    idx = _span_indices(path, len(reader), num_frames, reader.get_avg_fps(), fps, frame_range)
     frames = reader.get_batch(idx.tolist()).asnumpy()
     if frames.shape != (num_frames, height, width, 3):
         raise RuntimeError(f"decord returned frames of shape {frames.shape}")
     return frames
 
 
-def _read_pyav(path: Path, num_frames: int, size: tuple[int, int], fps: float | None) -> np.ndarray:
+def _read_pyav(
+    path: Path,
+    num_frames: int,
+    size: tuple[int, int],
+    fps: float | None,
+    frame_range: tuple[int, int] | None = None,
+) -> np.ndarray:
     """Two passes: count packets (no decoding) to place the indices, then decode up to the last one."""
     import av
 
@@ -81,7 +123,7 @@ def _read_pyav(path: Path, num_frames: int, size: tuple[int, int], fps: float | 
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
             stream.codec_context.thread_count = 1
-            idx = frame_indices(total, num_frames, src_fps, fps)
+            idx = _span_indices(path, total, num_frames, src_fps, fps, frame_range)
             wanted = {int(i) for i in idx}
             decoded: dict[int, np.ndarray] = {}
             for n, frame in enumerate(container.decode(stream)):

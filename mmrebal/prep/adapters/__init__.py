@@ -10,4 +10,13 @@ __all__ = ["ADAPTERS", "Adapter", "LayoutError", "PrepIssue", "SourceItem", "loa
 
 def load_builtin() -> None:
     """Import the built-in adapter modules so their ``@ADAPTERS.register`` lines run."""
-    from mmrebal.prep.adapters import avmnist, cremad, kinetics_sounds, manifest  # noqa: F401
+    from mmrebal.prep.adapters import (  # noqa: F401
+        ave,
+        avmnist,
+        cremad,
+        kinetics_sounds,
+        manifest,
+        nvgesture,
+        sarcasm,
+        twitter2015,
+    )

@@ -1,0 +1,81 @@
+"""AVE (Audio-Visual Event localisation) as 28-class clip classification, from its release layout.
+
+``--root`` holds ``Annotations.txt`` (every clip), the split lists ``trainSet.txt``, ``valSet.txt`` and
+``testSet.txt`` (the same format) and the folder ``AVE/`` of ``<VideoID>.mp4`` clips with audio
+(``videos=`` names another folder). Lines are ``Category&VideoID&Quality&StartTime&EndTime``; a header
+line with those words is skipped. The classes are the sorted categories of ``Annotations.txt`` (28 in
+the release), so every split indexes them alike. Audio and frames both come from the whole 10 s clip
+(the event window, StartTime-EndTime in seconds, is kept in the item's meta, not cut). Sample ids are
+the VideoIDs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from mmrebal.prep.adapters import ADAPTERS
+from mmrebal.prep.adapters.base import Adapter, LayoutError, PrepIssue, SourceItem
+
+ANNOTATIONS = "Annotations.txt"
+SPLIT_FILES = {"trainSet.txt": "train", "valSet.txt": "val", "testSet.txt": "test"}
+FIELDS = ("Category", "VideoID", "Quality", "StartTime", "EndTime")
+
+
+@ADAPTERS.register("ave")
+class AveAdapter(Adapter):
+    name = "ave"
+    modalities = {"audio": "spectrogram", "visual": "frames"}
+    default_preset = "ave"
+
+    def scan(
+        self, root: Path | None, videos: str | Path | None = None, **options: Any
+    ) -> tuple[list[SourceItem], list[PrepIssue]]:
+        if root is None or not Path(root).is_dir():
+            raise LayoutError(f"{root}: not a folder; --root must hold {ANNOTATIONS} and the split lists")
+        root = Path(root)
+        for name in (ANNOTATIONS, *SPLIT_FILES):
+            if not (root / name).is_file():
+                raise LayoutError(f"{root / name}: missing file; --root must be the AVE release folder")
+        clip_dir = Path(videos) if videos else root / "AVE"
+        if not clip_dir.is_dir():
+            raise LayoutError(f"{clip_dir}: missing folder of <VideoID>.mp4 clips; pass videos=FOLDER")
+        issues: list[PrepIssue] = []
+        categories = {row[0] for _, row in _rows(root / ANNOTATIONS, issues)}
+        if not categories:
+            raise LayoutError(f"{root / ANNOTATIONS}: no annotation lines; is this the AVE release?")
+        self.classes = tuple(sorted(categories))
+        items: list[SourceItem] = []
+        seen: set[str] = set()
+        for name, split in SPLIT_FILES.items():
+            for where, (category, video_id, quality, start, end) in _rows(root / name, issues):
+                clip = clip_dir / f"{video_id}.mp4"
+                if category not in categories:
+                    issues.append(
+                        PrepIssue(where, str(clip), f"unknown category {category!r}; not in {ANNOTATIONS}")
+                    )
+                elif video_id in seen:
+                    issues.append(
+                        PrepIssue(where, str(clip), f"duplicate VideoID {video_id!r}; list it once")
+                    )
+                elif not clip.is_file():
+                    issues.append(PrepIssue(where, str(clip), "missing clip; restore it or drop the line"))
+                else:
+                    seen.add(video_id)
+                    meta = {"quality": quality, "start_s": start, "end_s": end}
+                    items.append(SourceItem(video_id, category, split, {"audio": clip, "visual": clip}, meta))
+        return items, issues
+
+
+def _rows(path: Path, issues: list[PrepIssue]) -> Iterator[tuple[str, tuple[str, ...]]]:
+    """(where, fields) of each well-formed line; a malformed one becomes an issue naming its line."""
+    for number, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1):
+        fields = tuple(part.strip() for part in line.split("&"))
+        if not line.strip() or fields == FIELDS:
+            continue
+        where = f"{path.name} line {number}"
+        if len(fields) != len(FIELDS) or not all(fields[:2]):
+            issues.append(PrepIssue(where, str(path), f"expected {'&'.join(FIELDS)}; fix the line"))
+        else:
+            yield where, fields
