@@ -20,6 +20,12 @@ SHAPES = {
     "bss-ks": ((257, 1003), (3, 224, 224, 3)),
     "fbank": ((128, 1024), (3, 224, 224, 3)),
     "avmnist": ((64, 63), (3, 32, 32, 3)),
+    "ave": ((257, 625), (3, 224, 224, 3)),
+}
+FRAMES_ONLY = {
+    "image-text": (1, 224, 224, 3),
+    "nvgesture": (8, 112, 112, 3),
+    "nvgesture-i3d": (64, 224, 224, 3),
 }
 
 
@@ -164,9 +170,13 @@ def test_params_hold_every_field_and_are_json():
         params = preset.params()
         json.dumps(params)
         assert params["preset"] == name
+        assert params["frames_size"] == list(preset.frames.size)
+        if name in FRAMES_ONLY:  # image and gesture presets: no audio parameters at all
+            assert preset.audio is None and not any(k.startswith("audio_") for k in params)
+            assert params["frames_shape"] == list(FRAMES_ONLY[name])
+            continue
         for f in fields(AudioPreset):
             assert f"audio_{f.name}" in params
-        assert params["frames_size"] == list(preset.frames.size)
         assert params["audio_shape"] == list(SHAPES[name][0])
 
 

@@ -32,13 +32,18 @@ def parse_opts(pairs: list[str]) -> dict[str, Any]:
 
 
 def prep_command(
-    dataset: str = typer.Argument(..., help="avmnist, cremad, kinetics-sounds or manifest."),
+    dataset: str = typer.Argument(
+        ..., help="avmnist, cremad, kinetics-sounds, manifest, twitter2015, sarcasm, nvgesture or ave."
+    ),
     out: Path = typer.Option(..., "--out", help="The cache file to write (CACHE.h5)."),
     root: Path | None = typer.Option(
         None, "--root", help="Raw dataset folder or manifest file (avmnist: where to write its clips)."
     ),
     preset: str | None = typer.Option(
-        None, "--preset", help="ogm, bss, bss-ks, fbank, avmnist (default: the dataset's)."
+        None,
+        "--preset",
+        help="ogm, ogm-3f, bss, bss-ks, fbank, avmnist, image-text, nvgesture, nvgesture-i3d, ave "
+        "(default: the dataset's).",
     ),
     workers: int = typer.Option(_cores(), "--workers", help="Decoding processes (default: all cores)."),
     strict: bool = typer.Option(

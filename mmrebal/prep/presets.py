@@ -3,7 +3,8 @@
 Each preset fixes every decoding parameter, so a cache records how it was made (``Preset.params``)
 and two caches built with the same preset are comparable. Shapes follow from the numbers:
 ``ogm`` 257x188 (``ogm-3f``: the same with 3 frames), ``bss`` 257x1250, ``bss-ks`` 257x1003,
-``fbank`` 128x1024, ``avmnist`` 64x63.
+``fbank`` 128x1024, ``avmnist`` 64x63, ``ave`` 257x625; ``image-text`` (one 224x224 image),
+``nvgesture`` (8 frames at 112x112) and ``nvgesture-i3d`` (64 at 224x224) have no audio.
 """
 
 from __future__ import annotations
