@@ -107,6 +107,8 @@ class ImageTextAdapter(Adapter):
         self.crop = crop
 
     def decode(self, item: SourceItem, preset: Preset) -> dict[str, np.ndarray]:
+        if preset.frames is None:
+            raise ValueError(f"preset {preset.name!r} has no image size (frames)")
         if self._tokenizer is None:
             self._tokenizer = load_tokenizer(self.text_model or default_text_folder())
         encoded = self._tokenizer(
@@ -117,8 +119,6 @@ class ImageTextAdapter(Adapter):
             max_length=self.max_length,
             return_tensors="np",
         )
-        if preset.frames is None:
-            raise ValueError(f"preset {preset.name!r} has no image size (frames)")
         size = self.image_size or preset.frames.size[0]
         return {
             "text/input_ids": encoded["input_ids"][0].astype(np.int64),
