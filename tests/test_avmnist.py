@@ -143,7 +143,7 @@ def test_prep_avmnist_cli_writes_the_documented_layout(built):
 def test_kept_clips_are_real_video_with_speech_and_match_the_cache(built):
     out, result = built
     assert result.exit_code == 0, result.output
-    clip = out.with_name("avm.h5.raw") / "avmnist_00007.mkv"
+    (clip,) = out.with_name("avm.h5.raw").glob("spec-*/avmnist_00007.mkv")
     with av.open(str(clip)) as container:
         assert container.streams.video[0].codec_context.name == "h264"
         assert container.streams.audio[0].codec_context.name == "pcm_s16le"
@@ -174,3 +174,14 @@ def test_default_knobs_make_audio_the_dominant_modality(tmp_path: Path):
             accuracy[key] = probe.score(scaler.transform(x[test]), labels[test])
     assert accuracy["visual/frames"] > 0.2, accuracy
     assert accuracy["audio/spec"] > accuracy["visual/frames"] + 0.1, accuracy
+
+
+def test_other_knobs_never_reuse_kept_clips(tmp_path: Path):
+    from mmrebal.prep.adapters.avmnist import AvmnistAdapter
+
+    first, _ = AvmnistAdapter().scan(tmp_path, size=10, visual_noise=0.1)
+    same, _ = AvmnistAdapter().scan(tmp_path, size=10, visual_noise=0.1)
+    other, _ = AvmnistAdapter().scan(tmp_path, size=10, visual_noise=0.2)
+    assert first[0].paths == same[0].paths
+    assert first[0].paths["visual"].parent != other[0].paths["visual"].parent
+    assert {i.sample_id for i in first} == {i.sample_id for i in other}

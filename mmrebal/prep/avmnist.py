@@ -14,11 +14,13 @@ The clips are then read back by the normal prep path (``read_frames``, ``read_au
 
 from __future__ import annotations
 
+import hashlib
+import json
 import multiprocessing
 import os
 import sys
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +28,9 @@ import numpy as np
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 # eSpeak NG voice variants. The "breath" variants (f2, f3, f5, ...) are left out: their breath noise
 # is not reproducible from run to run, and a resumed prep must match an uninterrupted one.
-TRAIN_VOICES = tuple(f"en+{v}" for v in ("m1", "m2", "m3", "m4", "m5", "m6", "f1", "annie", "linda", "belinda", "alex"))
+TRAIN_VOICES = tuple(
+    f"en+{v}" for v in ("m1", "m2", "m3", "m4", "m5", "m6", "f1", "annie", "linda", "belinda", "alex")
+)
 TEST_VOICES = ("en+m7", "en+f4")
 MNIST_PER_CLASS = 500
 RATE_RANGE = (130, 230)  # words per minute
@@ -59,6 +63,12 @@ class AvmnistSpec:
     @property
     def duration_s(self) -> float:
         return self.clip_frames / self.clip_fps
+
+
+def spec_digest(spec: AvmnistSpec) -> str:
+    """Short sha256 of every generator parameter: names the folder of the clips they produce."""
+    payload = json.dumps(asdict(spec), sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from mmrebal.prep.avmnist import (
     mnist_digits,
     plan,
     speak_in_fresh_process,
+    spec_digest,
     write_sample,
 )
 from mmrebal.prep.presets import Preset
@@ -74,7 +75,7 @@ class AvmnistAdapter(Adapter):
         except ValueError as err:
             raise LayoutError(str(err)) from None
         self.digits = mnist_digits()
-        folder = Path(root)
+        folder = Path(root) / f"spec-{spec_digest(self.spec)}"  # other knobs never reuse these clips
         folder.mkdir(parents=True, exist_ok=True)
         recipes = plan(self.spec)
         self.speech_path = folder / "speech.npy"
