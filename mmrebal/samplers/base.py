@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -53,7 +53,8 @@ class Plan:
         """The part of this plan that DDP rank ``rank`` trains on: a disjoint strided slice of each group."""
         if world == 1:
             return self
-        return Plan([Group(g.indices[rank::world], g.modalities, g.fused) for g in self.groups], self.loss_weights)
+        groups = [Group(g.indices[rank::world], g.modalities, g.fused) for g in self.groups]
+        return Plan(groups, self.loss_weights)
 
 
 @dataclass
