@@ -36,10 +36,13 @@ def write_run(
     finished: bool = True,
     acc: float | None = None,
     modality: str | None = None,
+    sampler_options: dict | None = None,
 ) -> Path:
     """A run directory as the trainer writes it: config.yaml, steps/metrics/samples.parquet, summary.json."""
     rng = np.random.default_rng(zlib.crc32(f"{sampler}{method}{seed}{dataset}{lr}{modality}".encode()))
-    run = root / f"{dataset}-{sampler}-{method}{modality or ''}-s{seed}"
+    default_options = {"alpha": 0.5} if sampler == "dus" else {}
+    tag = "".join(f"-{k}{v}" for k, v in (sampler_options or {}).items())
+    run = root / f"{dataset}-{sampler}{tag}-{method}{modality or ''}-s{seed}"
     run.mkdir(parents=True)
     config = {
         "cache": {"dataset": dataset, "created": f"2026-01-0{seed + 1}", "format_version": 1},
@@ -50,7 +53,7 @@ def write_run(
         "lr": lr,
         "epochs": EPOCHS,
         "batch_size": 16,
-        "sampler_options": {"alpha": 0.5} if sampler == "dus" else {},
+        "sampler_options": sampler_options if sampler_options is not None else default_options,
         "method_options": {"modality": modality} if modality else {},
         "versions": {"mmrebal": "0.1.0", "torch": "x"},
     }
@@ -252,6 +255,21 @@ def test_sampler_options_and_creation_dates_do_not_split_groups(tmp_path: Path) 
     assert [len(g.runs) for g in groups] == [2, 2]
     assert warnings == []
     assert {g.label for g in groups} == {"Uniform/Joint", "DUS/Joint"}
+
+
+def test_same_sampler_with_other_options_gets_the_options_in_its_label(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    for seed in (0, 1):
+        write_run(root, "dus", "joint", seed, sampler_options={})
+        write_run(root, "dus", "joint", seed, sampler_options={"streams": "independent"})
+        write_run(root, "uniform", "joint", seed)
+    groups, warnings = group_runs(find_runs([root])[0])
+    assert warnings == []
+    assert sorted(g.label for g in groups) == [
+        "DUS/Joint (streams=default)",
+        "DUS/Joint (streams=independent)",
+        "Uniform/Joint",
+    ]
 
 
 def test_csv_and_latex_main_table(sweep: Path, tmp_path: Path) -> None:

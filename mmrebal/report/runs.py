@@ -267,6 +267,36 @@ def _key(run: Run) -> str:
     return json.dumps(run.comparable(), sort_keys=True, default=str)
 
 
+def name_option_twins(groups: list[RunGroup]) -> None:
+    """Groups of one sampler/method that differ only in their options get those options in the label.
+
+    Options are compared factors (no warning), but two rows both called ``DUS/Joint`` would be
+    unreadable, so e.g. ``DUS/Joint (streams=shared)`` and ``DUS/Joint (streams=default)``.
+    """
+    twins: dict[tuple[str, str], list[RunGroup]] = {}
+    for group in groups:
+        twins.setdefault((group.sampler, group.method), []).append(group)
+    for same_name in twins.values():
+        if len(same_name) < 2:
+            continue
+        # A unimodal run's modality is already in its label (``Unimodal (audio)``).
+        options = [
+            {
+                k: v
+                for k, v in g.first.comparable().items()
+                if k.split(".")[0] in FACTOR_KEYS[2:]
+                and not (g.unimodal_modality and k.endswith(".modality"))
+            }
+            for g in same_name
+        ]
+        keys = sorted({k for o in options for k in o})
+        differing = [k for k in keys if len({json.dumps(o.get(k), default=str) for o in options}) > 1]
+        for group, option in zip(same_name, options, strict=True):
+            for key in differing:
+                value = option.get(key)
+                group.distinct[key.split(".", 1)[1]] = "default" if value is None else value
+
+
 def group_runs(runs: list[Run]) -> tuple[list[RunGroup], list[str]]:
     """Group by comparable config; label groups as the papers do; collect warnings.
 
@@ -292,6 +322,7 @@ def group_runs(runs: list[Run]) -> tuple[list[RunGroup], list[str]]:
             )
         for group, setting in zip(same, settings, strict=True):
             group.distinct = {k: setting.get(k) for k in differing}
+        name_option_twins(same)
     for group in groups:
         if group.unimodal_modality:
             group.label = unimodal_label(group, group.unimodal_modality)
