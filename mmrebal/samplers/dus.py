@@ -98,8 +98,14 @@ class UnimodalBatchSampler(Sampler):
     Options: ``score`` (sum | mean: s_t per Eq. 3's input), ``cs_reset`` (run | epoch: whether
     Eq. 3 averages over the whole run, as the paper's single t = 1 start implies, or restarts each
     epoch), ``cumulative`` (False: decisions use the latest s_t instead of s^_t, the "w/o CS"
-    ablation), ``streams`` (independent | shared: one stream whose prefix of length a^(j) goes to
-    modality j, so the paired part is min_j a^(j) rows), ``steps_per_epoch``.
+    ablation), ``streams`` (shared | independent), ``steps_per_epoch``.
+
+    ``streams``: the paper samples a^(j) rows "for the j-th modality from the shuffled dataset" and
+    trains the Baseline's fused loss on the paired rows. ``shared`` (default) reads that as one
+    shuffled stream whose prefix of length a^(j) goes to modality j, so min_j a^(j) rows per step
+    are paired. ``independent`` gives each modality its own stream; the paired part is then about
+    prod_j a^(j) / N^(m-1) rows (~0.3 for 32 + 32 of 3,000), the fused loss sees almost nothing, and
+    on AV-MNIST (6 epochs, 3 seeds) DUS/OGM-GE fell to 35% test accuracy against 97% with ``shared``.
     """
 
     def __init__(
@@ -113,7 +119,7 @@ class UnimodalBatchSampler(Sampler):
         score: str = "sum",
         cs_reset: str = "run",
         cumulative: bool = True,
-        streams: str = "independent",
+        streams: str = "shared",
         steps_per_epoch: int | None = None,
     ) -> None:
         super().__init__(num_samples, labels, modalities, batch_size, epochs, seed)
@@ -122,7 +128,7 @@ class UnimodalBatchSampler(Sampler):
         self.score_kind = check_choice("score", score, SCORE_KINDS)
         self.cs_reset = check_choice("cs_reset", cs_reset, ("run", "epoch"))
         self.cumulative = bool(cumulative)
-        self.streams_kind = check_choice("streams", streams, ("independent", "shared"))
+        self.streams_kind = check_choice("streams", streams, ("shared", "independent"))
         self.steps_per_epoch = int(steps_per_epoch or math.ceil(num_samples / batch_size))
         self.cum = CumulativeScore(self.modalities)
         self.latest = {m: 0.0 for m in self.modalities}
