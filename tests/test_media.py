@@ -56,6 +56,28 @@ def test_read_frames_picks_the_right_frames_with_decord_and_pyav(tmp_path: Path,
     assert np.abs(by_pyav.astype(int) - frames.astype(int)).max() <= 3
 
 
+@pytest.mark.parametrize("side", [32, 48])
+def test_decord_reads_padded_widths_exactly_like_pyav(tmp_path: Path, side: int):
+    """decord2 pads the rows of 32- and 48-wide frames; the reader strips the padding."""
+    path = tmp_path / "noise.mkv"
+    rng = np.random.default_rng(side)
+    write_clip(path, rng.integers(0, 256, (6, side, side, 3), dtype=np.uint8), fps=8)
+    by_decord = video._read_decord(path, 3, (side, side), None)
+    assert by_decord.shape == (3, side, side, 3) and by_decord.flags.c_contiguous
+    np.testing.assert_array_equal(by_decord, video._read_pyav(path, 3, (side, side), None))
+
+
+def test_decord_and_pyav_resize_alike(tmp_path: Path):
+    path = tmp_path / "smooth.mkv"
+    y, x = np.mgrid[0:64, 0:64] / 64
+    frames = [np.stack([np.sin(6 * x + t), np.cos(5 * y - t), np.sin(4 * (x + y))], -1) for t in range(6)]
+    write_clip(path, (128 + 100 * np.stack(frames)).astype(np.uint8), fps=8)
+    for size in [(32, 32), (16, 24)]:
+        by_decord = video._read_decord(path, 3, size, None).astype(int)
+        diff = np.abs(by_decord - video._read_pyav(path, 3, size, None))
+        assert diff.mean() < 3 and diff.max() <= 12
+
+
 def test_pyav_fallback_is_used_and_logged_once(tmp_path: Path, monkeypatch, caplog):
     path = tmp_path / "ramp.mkv"
     write_clip(path, ramp_frames(10), fps=10)

@@ -2,6 +2,10 @@
 
 Frame indices are always sorted and evenly spaced over the clip: the reference repos listed a
 directory of dumped JPEGs in arbitrary order, which this replaces.
+
+Both readers give the same frames at the clip's own size (the same FFmpeg YUV -> RGB conversion,
+bit for bit). When resizing, PyAV uses swscale's bicubic filter, the closest to decord's scaler:
+they then differ by about 1-3 levels of 255 on average (decord scales inside its filter graph).
 """
 
 from __future__ import annotations
@@ -96,10 +100,21 @@ def _read_decord(
     height, width = size
     reader = VideoReader(str(path), ctx=cpu(0), num_threads=1, width=width, height=height)
     idx = _span_indices(path, len(reader), num_frames, reader.get_avg_fps(), fps, frame_range)
-    frames = reader.get_batch(idx.tolist()).asnumpy()
-    if frames.shape != (num_frames, height, width, 3):
-        raise RuntimeError(f"decord returned frames of shape {frames.shape}")
-    return frames
+    # One frame at a time, not ``get_batch``: for some widths (16, 32, 48, 96, ...) decord2 hands out
+    # frames with padded rows, which ``get_batch`` refuses to copy. As fast for short clips.
+    return np.stack([_unpadded(reader[int(i)].asnumpy(), height, width) for i in idx])
+
+
+def _unpadded(frame: np.ndarray, height: int, width: int) -> np.ndarray:
+    """[H, W, 3] RGB from a decord2 frame whose rows may be padded to FFmpeg's line size.
+
+    decord2 then reports the padded buffer as [H, W, line_bytes / W]; the first ``3 * W`` bytes of
+    each ``line_bytes`` row are the pixels.
+    """
+    line_bytes = frame.size // height if frame.shape[:2] == (height, width) else 0
+    if line_bytes < 3 * width or line_bytes % 3:
+        raise RuntimeError(f"decord returned a frame of shape {frame.shape} for {height}x{width}")
+    return frame.reshape(height, line_bytes // 3, 3)[:, :width]
 
 
 def _read_pyav(
@@ -128,7 +143,9 @@ def _read_pyav(
             decoded: dict[int, np.ndarray] = {}
             for n, frame in enumerate(container.decode(stream)):
                 if n in wanted:
-                    decoded[n] = frame.to_ndarray(format="rgb24", width=width, height=height)
+                    decoded[n] = frame.to_ndarray(
+                        format="rgb24", width=width, height=height, interpolation="BICUBIC"
+                    )
                 if n >= idx[-1]:
                     break
     except MediaError:

@@ -19,7 +19,7 @@ import json
 import multiprocessing
 import os
 import sys
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -130,11 +130,14 @@ def synthesize_speech(recipes: list[SampleRecipe], path: Path) -> tuple[np.ndarr
     return offsets, tts.sample_rate()
 
 
-def speak_in_fresh_process(recipes: list[SampleRecipe], path: Path) -> tuple[np.ndarray, int]:
-    """``synthesize_speech`` in a new process: eSpeak NG then starts from its initial state, so the
-    same recipes give the same samples in every run (a resumed prep matches an uninterrupted one)."""
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(synthesize_speech, recipes, path).result()
+def speak_in_fresh_process(recipes: list[SampleRecipe], path: Path) -> Future[tuple[np.ndarray, int]]:
+    """Start ``synthesize_speech`` in a new process and return its future (the caller loads the digits
+    meanwhile). A new process makes eSpeak NG start from its initial state, so the same recipes give
+    the same samples in every run (a resumed prep matches an uninterrupted one)."""
+    pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+    future = pool.submit(synthesize_speech, recipes, path)
+    pool.shutdown(wait=False)  # the process exits once the job is done
+    return future
 
 
 def mnist_digits() -> np.ndarray:

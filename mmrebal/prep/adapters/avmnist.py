@@ -74,12 +74,13 @@ class AvmnistAdapter(Adapter):
             )
         except ValueError as err:
             raise LayoutError(str(err)) from None
-        self.digits = mnist_digits()
         folder = Path(root) / f"spec-{spec_digest(self.spec)}"  # other knobs never reuse these clips
         folder.mkdir(parents=True, exist_ok=True)
         recipes = plan(self.spec)
         self.speech_path = folder / "speech.npy"
-        self.offsets, self.sample_rate = speak_in_fresh_process(recipes, self.speech_path)
+        speech = speak_in_fresh_process(recipes, self.speech_path)
+        self.digits = mnist_digits()
+        self.offsets, self.sample_rate = speech.result()
         items = []
         for recipe in recipes:
             clip = folder / f"{recipe.sample_id}.mkv"
