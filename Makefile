@@ -26,6 +26,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/prep.py
 	$(BIN)/python benchmarks/train_step.py
+	$(BIN)/python benchmarks/scoring.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache
