@@ -7,7 +7,7 @@ so the test set measures generalisation to unseen speakers, not memory. The two 
 imbalance: ``audio_snr_db`` (white noise added to the speech) and ``visual_noise`` (the std of
 per-pixel noise, in units of the full 0-255 range). The defaults make audio the dominant modality,
 as in CREMA-D, while both stay learnable: a logistic-regression probe on the default cache's arrays
-reached 84% test accuracy on audio and 55% on frames (chance 10%).
+reached 83% test accuracy on audio and 55% on frames (chance 10%).
 
 The clips are then read back by the normal prep path (``read_frames``, ``read_audio`` on the clip).
 """
