@@ -245,8 +245,13 @@ def test_manifest_hash_follows_the_files_and_resets_the_journal(tmp_path: Path):
     assert journal.reset_reason and not journal.done("a")
 
 
+# Big enough that the tests below catch the prep mid-way: a 2-worker build makes ~120 clips/s.
+INTERRUPTED_SIZE = 120
+
+
 def _prep_subprocess(out: Path, workers: int) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "mmrebal", "prep", "avmnist", "--size", "40", "--out", str(out)]
+    cmd = [sys.executable, "-m", "mmrebal", "prep", "avmnist", "--size", str(INTERRUPTED_SIZE)]
+    cmd += ["--out", str(out)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen(
         [*cmd, "--workers", str(workers)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
@@ -267,7 +272,7 @@ def test_resume_after_kill_9_matches_an_uninterrupted_build(tmp_path: Path):
     proc.wait()
     assert not killed.exists()
     done_before = len(list(parts.glob("*.npz")))
-    assert 12 <= done_before < 40
+    assert 12 <= done_before < INTERRUPTED_SIZE
 
     resumed = subprocess.run(
         [
@@ -277,7 +282,7 @@ def test_resume_after_kill_9_matches_an_uninterrupted_build(tmp_path: Path):
             "prep",
             "avmnist",
             "--size",
-            "40",
+            str(INTERRUPTED_SIZE),
             "--out",
             str(killed),
             "--workers",
@@ -287,7 +292,7 @@ def test_resume_after_kill_9_matches_an_uninterrupted_build(tmp_path: Path):
         text=True,
     )
     assert resumed.returncode == 0, resumed.stderr
-    assert f"resuming: {done_before} of 40" in resumed.stderr
+    assert f"resuming: {done_before} of {INTERRUPTED_SIZE}" in resumed.stderr
     assert not parts.exists() and not killed.with_name("killed.h5.raw").exists()
 
     whole = tmp_path / "whole.h5"
@@ -295,7 +300,7 @@ def test_resume_after_kill_9_matches_an_uninterrupted_build(tmp_path: Path):
     assert straight.wait() == 0, straight.stderr.read() if straight.stderr else ""
     with h5py.File(killed) as a, h5py.File(whole) as b:
         ids = [i.decode() for i in a["sample_id"][:]]
-        assert len(ids) == len(set(ids)) == 40
+        assert len(ids) == len(set(ids)) == INTERRUPTED_SIZE
         for key in ("sample_id", "label", "split", "class_names", "audio/spec", "visual/frames"):
             np.testing.assert_array_equal(a[key][:], b[key][:], err_msg=key)
         assert a.attrs["source_sha256"] == b.attrs["source_sha256"]
@@ -311,7 +316,7 @@ def test_ctrl_c_stops_the_pool_cleanly_and_a_rerun_completes(tmp_path: Path):
         "prep",
         "avmnist",
         "--size",
-        "40",
+        str(INTERRUPTED_SIZE),
         "--workers",
         "2",
         "--out",
@@ -337,4 +342,4 @@ def test_ctrl_c_stops_the_pool_cleanly_and_a_rerun_completes(tmp_path: Path):
     assert "resuming:" in again.stderr
     with h5py.File(out) as f:
         ids = [i.decode() for i in f["sample_id"][:]]
-    assert sorted(ids) == [f"avmnist_{i:05d}" for i in range(40)]
+    assert sorted(ids) == [f"avmnist_{i:05d}" for i in range(INTERRUPTED_SIZE)]
