@@ -76,8 +76,10 @@ def test_frames_move_and_visual_noise_follows_its_knob(digits):
 
 def test_speech_is_identical_in_every_run(tmp_path: Path):
     recipes = plan(AvmnistSpec(size=20, seed=4))
-    first, rate = avmnist.speak_in_fresh_process(recipes, tmp_path / "a.npy").result()
-    second, _ = avmnist.speak_in_fresh_process(recipes, tmp_path / "b.npy").result()
+    with avmnist.speak_in_fresh_process(recipes, tmp_path / "a.npy") as speech:
+        first, rate = speech.result()
+    with avmnist.speak_in_fresh_process(recipes, tmp_path / "b.npy") as speech:
+        second, _ = speech.result()
     assert rate == 22050 and len(first) == 21
     np.testing.assert_array_equal(first, second)
     np.testing.assert_array_equal(np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy"))

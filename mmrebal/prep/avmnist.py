@@ -19,7 +19,9 @@ import json
 import multiprocessing
 import os
 import sys
+from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -130,14 +132,16 @@ def synthesize_speech(recipes: list[SampleRecipe], path: Path) -> tuple[np.ndarr
     return offsets, tts.sample_rate()
 
 
-def speak_in_fresh_process(recipes: list[SampleRecipe], path: Path) -> Future[tuple[np.ndarray, int]]:
-    """Start ``synthesize_speech`` in a new process and return its future (the caller loads the digits
-    meanwhile). A new process makes eSpeak NG start from its initial state, so the same recipes give
-    the same samples in every run (a resumed prep matches an uninterrupted one)."""
-    pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
-    future = pool.submit(synthesize_speech, recipes, path)
-    pool.shutdown(wait=False)  # the process exits once the job is done
-    return future
+@contextmanager
+def speak_in_fresh_process(
+    recipes: list[SampleRecipe], path: Path
+) -> Iterator[Future[tuple[np.ndarray, int]]]:
+    """``synthesize_speech`` in a new process, as a future the caller can wait on after loading the
+    digits; leaving the block waits for that process to exit. A new process makes eSpeak NG start from
+    its initial state, so the same recipes give the same samples in every run (a resumed prep matches
+    an uninterrupted one)."""
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        yield pool.submit(synthesize_speech, recipes, path)
 
 
 def mnist_digits() -> np.ndarray:

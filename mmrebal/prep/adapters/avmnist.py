@@ -78,9 +78,9 @@ class AvmnistAdapter(Adapter):
         folder.mkdir(parents=True, exist_ok=True)
         recipes = plan(self.spec)
         self.speech_path = folder / "speech.npy"
-        speech = speak_in_fresh_process(recipes, self.speech_path)
-        self.digits = mnist_digits()
-        self.offsets, self.sample_rate = speech.result()
+        with speak_in_fresh_process(recipes, self.speech_path) as speech:
+            self.digits = mnist_digits()
+            self.offsets, self.sample_rate = speech.result()
         items = []
         for recipe in recipes:
             clip = folder / f"{recipe.sample_id}.mkv"
