@@ -18,6 +18,7 @@ import hashlib
 import json
 import multiprocessing
 import os
+import signal
 import sys
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -140,7 +141,11 @@ def speak_in_fresh_process(
     digits; leaving the block waits for that process to exit. A new process makes eSpeak NG start from
     its initial state, so the same recipes give the same samples in every run (a resumed prep matches
     an uninterrupted one)."""
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+    context = multiprocessing.get_context("spawn")
+    # Ctrl-C is the parent's to handle (see the prep runner's pool workers).
+    with ProcessPoolExecutor(
+        1, context, initializer=signal.signal, initargs=(signal.SIGINT, signal.SIG_IGN)
+    ) as pool:
         yield pool.submit(synthesize_speech, recipes, path)
 
 

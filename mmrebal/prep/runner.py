@@ -23,6 +23,7 @@ import json
 import multiprocessing
 import os
 import shutil
+import signal
 import time
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -286,6 +287,9 @@ def _init_pool_worker(adapter: Adapter, preset: Preset, out: Path, journal_key: 
     environment covers libraries loaded later, ``threadpool_limits`` those already loaded (numpy's)."""
     from threadpoolctl import threadpool_limits
 
+    # Ctrl-C reaches the whole process group: the parent stops the pool, so a worker must not die
+    # of it with a traceback of its own (it would interrupt a journal write, or print from its idle loop).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.environ.update(dict.fromkeys(NATIVE_THREAD_VARS, "1"))
     threadpool_limits(1)
     _init_worker(adapter, preset, out, journal_key)
