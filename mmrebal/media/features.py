@@ -53,10 +53,11 @@ def fit_length(wave: np.ndarray, length: int, tile: bool) -> np.ndarray:
     return np.pad(wave, (0, length - len(wave)))
 
 
-def log_stft(wave: np.ndarray, preset: AudioPreset) -> np.ndarray:
+def centred_stft(wave: np.ndarray, preset: AudioPreset) -> np.ndarray:
+    """Complex STFT [F, T] with librosa's centring and the preset's window and pad mode."""
     import librosa
 
-    spec = librosa.stft(
+    return librosa.stft(
         wave,
         n_fft=preset.n_fft,
         hop_length=preset.hop_length,
@@ -64,23 +65,17 @@ def log_stft(wave: np.ndarray, preset: AudioPreset) -> np.ndarray:
         center=True,
         pad_mode=preset.pad_mode,
     )
-    return np.log(np.abs(spec) + preset.log_eps)
+
+
+def log_stft(wave: np.ndarray, preset: AudioPreset) -> np.ndarray:
+    return np.log(np.abs(centred_stft(wave, preset)) + preset.log_eps)
 
 
 def log_mel(wave: np.ndarray, preset: AudioPreset) -> np.ndarray:
     """log(mel power + eps), what ``librosa.feature.melspectrogram`` computes (its default Slaney
     filters), with the filterbank built once per preset and applied as one matrix product: librosa
     rebuilds the filters and contracts them with ``einsum`` on every call, several times slower."""
-    import librosa
-
-    spec = librosa.stft(
-        wave,
-        n_fft=preset.n_fft,
-        hop_length=preset.hop_length,
-        window=preset.window,
-        center=True,
-        pad_mode=preset.pad_mode,
-    )
+    spec = centred_stft(wave, preset)
     power = spec.real**2 + spec.imag**2
     return np.log(_mel_filters(preset.sample_rate, preset.n_fft, preset.n_mels) @ power + preset.log_eps)
 
