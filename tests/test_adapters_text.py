@@ -16,6 +16,7 @@ from mmrebal.cli import app
 from mmrebal.prep.adapters import ADAPTERS, LayoutError, SourceItem, load_builtin
 from mmrebal.prep.adapters.text_common import default_text_folder, load_tokenizer, read_image_cropped
 from mmrebal.prep.presets import PRESETS
+from mmrebal.prep.runner import run_prep
 
 torch.set_num_threads(1)
 HEADER = "index\t#1 Label\t#2 ImageID\t#3 String\t#3 String"
@@ -206,3 +207,17 @@ def test_twitter2015_prep_and_train_with_minilm(tmp_path: Path):
     assert samples.filter(pl.col("assigned"))["sample_id"].sort().to_list() == sorted(
         f"train-{i}" for i in range(12)
     )
+
+
+@pytest.mark.slow
+def test_sarcasm_prep_and_train_with_minilm(tmp_path: Path):
+    """The sarcasm release through run_prep, then one epoch with MiniLM text + CNN image: joint and bss-l."""
+    sarcasm_layout(tmp_path / "raw", {"train.txt": 8, "valid.txt": 2, "test.txt": 2})
+    out = tmp_path / "sarcasm.h5"
+    run_prep("sarcasm", tmp_path / "raw", out, workers=1, image_size=32, max_length=16)
+    tiny = {"image": {"channels": [8, 16]}}
+    for sampler in ("uniform", "bss-l"):
+        steps = train_briefly(out, tmp_path / sampler, sampler, "text=minilm,image=cnn", encoder_options=tiny)
+        assert set(steps["modality"]) == {"text", "image"}
+    samples = pl.read_parquet(tmp_path / "bss-l" / "samples.parquet")
+    assert sorted(samples["idx"].to_list()) == list(range(8))  # bss-l scored every train sample once
