@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from mmrebal.prep.adapters import ADAPTERS
-from mmrebal.prep.adapters.base import Adapter, LayoutError, PrepIssue, SourceItem
+from mmrebal.prep.adapters.base import Adapter, LayoutError, PrepIssue, SourceItem, require_folder
 
 ANNOTATIONS = "Annotations.txt"
 SPLIT_FILES = {"trainSet.txt": "train", "valSet.txt": "val", "testSet.txt": "test"}
@@ -32,9 +32,7 @@ class AveAdapter(Adapter):
     def scan(
         self, root: Path | None, videos: str | Path | None = None, **options: Any
     ) -> tuple[list[SourceItem], list[PrepIssue]]:
-        if root is None or not Path(root).is_dir():
-            raise LayoutError(f"{root}: not a folder; --root must hold {ANNOTATIONS} and the split lists")
-        root = Path(root)
+        root = require_folder(root, f"--root must hold {ANNOTATIONS} and the split lists")
         for name in (ANNOTATIONS, *SPLIT_FILES):
             if not (root / name).is_file():
                 raise LayoutError(f"{root / name}: missing file; --root must be the AVE release folder")

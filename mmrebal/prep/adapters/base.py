@@ -32,6 +32,13 @@ class LayoutError(ValueError):
     """The dataset root or manifest does not have the expected files or columns (one line, says which)."""
 
 
+def require_folder(root: Path | str | None, hint: str) -> Path:
+    """``root`` as a Path, or a ``LayoutError`` saying what ``--root`` must be."""
+    if root is None or not Path(root).is_dir():
+        raise LayoutError(f"{root}: not a folder; {hint}")
+    return Path(root)
+
+
 @dataclass(frozen=True)
 class SourceItem:
     """One sample before decoding: ``paths`` maps modality name ("audio", "visual", ...) to its file."""

@@ -17,6 +17,7 @@ from mmrebal.prep.adapters.base import (
     SourceItem,
     parse_classes,
     read_table,
+    require_folder,
     table_item,
 )
 
@@ -34,9 +35,7 @@ class KineticsSoundsAdapter(Adapter):
         classes: str | list[str] | None = None,
         **options: Any,
     ) -> tuple[list[SourceItem], list[PrepIssue]]:
-        if root is None or not Path(root).is_dir():
-            raise LayoutError(f"{root}: not a folder; --root must be the folder of Kinetics-Sounds mp4 clips")
-        root = Path(root)
+        root = require_folder(root, "--root must be the folder of Kinetics-Sounds mp4 clips")
         table = Path(csv) if csv else _only_csv(root)
         header, rows = read_table(table, ("clip_id", "label"))
         self.classes = parse_classes(classes)

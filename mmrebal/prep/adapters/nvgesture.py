@@ -28,7 +28,7 @@ import numpy as np
 from mmrebal.media.flow import DEFAULT_BOUND, read_flow
 from mmrebal.media.video import read_frames
 from mmrebal.prep.adapters import ADAPTERS
-from mmrebal.prep.adapters.base import Adapter, LayoutError, PrepIssue, SourceItem
+from mmrebal.prep.adapters.base import Adapter, LayoutError, PrepIssue, SourceItem, require_folder
 from mmrebal.prep.presets import Preset
 
 LIST_NAMES = {
@@ -60,11 +60,7 @@ class NvGestureAdapter(Adapter):
         flow_bound: float = DEFAULT_BOUND,
         **options: Any,
     ) -> tuple[list[SourceItem], list[PrepIssue]]:
-        if root is None or not Path(root).is_dir():
-            raise LayoutError(
-                f"{root}: not a folder; --root must be the NVGesture folder with the .lst files"
-            )
-        root = Path(root)
+        root = require_folder(root, "--root must be the NVGesture folder with the .lst files")
         if flow not in FLOW_MODES:
             raise LayoutError(f"flow must be one of {', '.join(FLOW_MODES)}, got {flow!r}")
         if float(flow_bound) <= 0:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from mmrebal.prep.adapters import ADAPTERS
-from mmrebal.prep.adapters.base import LayoutError, PrepIssue, SourceItem
+from mmrebal.prep.adapters.base import LayoutError, PrepIssue, SourceItem, require_folder
 from mmrebal.prep.adapters.text_common import DEFAULT_MAX_LENGTH, ImageTextAdapter, image_item
 
 TEXT_DIR = "text_json_final"
@@ -38,9 +38,7 @@ class SarcasmAdapter(ImageTextAdapter):
         crop: str = "resize",
         **options: Any,
     ) -> tuple[list[SourceItem], list[PrepIssue]]:
-        if root is None or not Path(root).is_dir():
-            raise LayoutError(f"{root}: not a folder; --root must hold {TEXT_DIR}/ and {IMAGE_DIR}/")
-        root = Path(root)
+        root = require_folder(root, f"--root must hold {TEXT_DIR}/ and {IMAGE_DIR}/")
         for folder in (TEXT_DIR, IMAGE_DIR):
             if not (root / folder).is_dir():
                 raise LayoutError(

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from mmrebal.prep.adapters import ADAPTERS
-from mmrebal.prep.adapters.base import LayoutError, PrepIssue, SourceItem
+from mmrebal.prep.adapters.base import LayoutError, PrepIssue, SourceItem, require_folder
 from mmrebal.prep.adapters.text_common import DEFAULT_MAX_LENGTH, ImageTextAdapter, image_item
 
 SPLIT_FILES = {"train.tsv": "train", "dev.tsv": "val", "test.tsv": "test"}
@@ -40,9 +40,7 @@ class Twitter2015Adapter(ImageTextAdapter):
         crop: str = "resize",
         **options: Any,
     ) -> tuple[list[SourceItem], list[PrepIssue]]:
-        if root is None or not Path(root).is_dir():
-            raise LayoutError(f"{root}: not a folder; --root must hold train.tsv, dev.tsv, test.tsv")
-        root = Path(root)
+        root = require_folder(root, "--root must hold train.tsv, dev.tsv, test.tsv")
         for name in SPLIT_FILES:
             if not (root / name).is_file():
                 raise LayoutError(f"{root / name}: missing split file; --root must be the TomBERT folder")
