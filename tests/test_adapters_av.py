@@ -225,3 +225,11 @@ def test_manifest_fsdd_through_run_prep_to_a_cache(tmp_path: Path):
     assert info.split_counts["test"] == 3 and info.split_counts["val"] >= 1
     assert [(i.sample_id, Path(i.path).name) for i in report.issues] == [("broken", "broken.mkv")]
     assert "corrupt or truncated" in report.issues[0].reason
+
+
+@pytest.mark.parametrize("name", ["kinetics-sounds", "ave", "nvgesture", "twitter2015", "sarcasm"])
+def test_a_root_that_is_not_a_folder_is_one_layout_error(name: str, tmp_path: Path) -> None:
+    load_builtin()
+    for root in (None, tmp_path / "missing"):
+        with pytest.raises(LayoutError, match=r"^.*: not a folder; --root must "):
+            ADAPTERS.get(name)().scan(root)
