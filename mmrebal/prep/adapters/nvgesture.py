@@ -3,9 +3,9 @@
 ``--root`` holds the split lists and the folders they point to. Per split the first found of
 ``nvgesture_<split>_correct_cvpr2016_v2.lst``, ``nvgesture_<split>_correct_v2.lst`` (the BSS repo's name)
 and ``nvgesture_<split>_correct_cvpr2016.lst`` is read (``train_list=``/``test_list=`` override): ``_v2``
-corrects 16 train and 9 test labels of v1, so reading v1 prints a note. The list read is in the cache
-attributes (``source_train_list``, ``source_test_list``). A line is space-separated ``key:value``
-fields (LF; the release ends each line with a space, v1 lacks the final newline)::
+corrects 15 train and 8 test labels of v1 (nothing else differs), so reading v1 prints a note. The
+lists read are in the cache attributes (``source_train_list``, ``source_test_list``). A line is
+space-separated ``key:value`` fields (LF; each line ends with a space, v1 lacks the final newline)::
 
     path:./Video_data/class_01/subject13_r0 depth:sk_depth:138:218 color:sk_color:138:218 duo_left:... label:1
 
@@ -81,7 +81,7 @@ class NvGestureAdapter(Adapter):
             if path.name == LIST_NAMES[split][-1]:
                 self.notes.append(
                     f"{path}: the v1 {split} list; {LIST_NAMES[split][0]} corrects some of its labels "
-                    "(16 train, 9 test), put it beside v1 to use it"
+                    "(15 train, 8 test), put it beside v1 to use it"
                 )
         items: list[SourceItem] = []
         issues: list[PrepIssue] = []
