@@ -223,6 +223,21 @@ def test_kinetics_sounds_from_kinetics_annotations(tmp_path: Path):
     assert arrays["visual/frames"].shape == (3, 224, 224, 3)
 
 
+def test_kinetics_sounds_from_a_kinetics_400_csv(tmp_path: Path):
+    """Kinetics-400's val.csv: an is_cc column, labels with spaces quoted, split ``val``."""
+    ks_clip(tmp_path / "val" / "-3B32lodo2M_000059_000069.mp4", 0)
+    (tmp_path / "val.csv").write_text(
+        'label,youtube_id,time_start,time_end,split,is_cc\n"playing drums",-3B32lodo2M,59,69,val,0\n'
+        '"air drumming",_dbcJuKJQNs,40,50,val,0\n'
+    )
+    adapter = ADAPTERS.get("kinetics-sounds")()
+    items, issues = adapter.scan(tmp_path)
+    assert [(i.sample_id, i.label, i.split) for i in items] == [
+        ("-3B32lodo2M_000059_000069", "playing drums", "test")
+    ]
+    assert not issues and adapter.source_attrs["rows_outside_classes"] == 1
+
+
 def test_kinetics_sounds_csv_without_times_matches_the_youtube_id(tmp_path: Path):
     """A table with only ``youtube_id,label`` (as the BSS repo reads) names clips by that id."""
     ks_clip(tmp_path / "clips" / "abc.mp4", 0)
