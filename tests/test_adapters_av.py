@@ -185,6 +185,14 @@ def ogm_ks_layout(root: Path) -> list[str]:
     return [row.split(",")[0] for lines in rows.values() for row in lines]
 
 
+def ks_expected(clip_ids: list[str]) -> list[tuple[str, str, str]]:
+    """(id, label, split) of the KS_ROWS clips: Kinetics' validation rows land in the test split."""
+    return [
+        (c, row[0], "train" if row[4] == "train" else "test")
+        for c, row in zip(clip_ids, KS_ROWS, strict=True)
+    ]
+
+
 def test_kinetics_sounds_ships_the_31_classes():
     assert len(KS31) == 31 and list(KS31) == sorted(KS31) and len(set(KS31)) == 31
     assert {"playing bagpipes", "stomping grapes", "blowing out candles", "mowing lawn"} <= set(KS31)
@@ -198,13 +206,7 @@ def test_kinetics_sounds_from_kinetics_annotations(tmp_path: Path):
         fh.write("singing,--6q_33gNew,x,10,train\n")  # row 7
     adapter = ADAPTERS.get("kinetics-sounds")()
     items, issues = adapter.scan(tmp_path)
-    assert [(i.sample_id, i.label, i.split) for i in items] == [
-        (clip_ids[0], "playing drums", "train"),
-        (clip_ids[1], "singing", "train"),
-        (clip_ids[2], "playing drums", "train"),
-        (clip_ids[3], "tapping pen", "test"),  # Kinetics' validation is the Kinetics-Sounds test set
-        (clip_ids[4], "singing", "test"),
-    ]
+    assert [(i.sample_id, i.label, i.split) for i in items] == ks_expected(clip_ids)  # validate -> test
     assert items[0].paths["audio"] == tmp_path / "train" / "playing drums" / f"{clip_ids[0]}.mp4"
     assert adapter.class_names(items) == list(KS31)
     assert adapter.source_attrs["convention"] == "kinetics"
@@ -252,13 +254,8 @@ def test_kinetics_sounds_from_ogm_lists(tmp_path: Path):
         fh.write(b"-7aeB7vFtB4_37,10,31\r\n")  # line 3: index past the 31 classes
     adapter = ADAPTERS.get("kinetics-sounds")()
     items, issues = adapter.scan(tmp_path)
-    assert [(i.sample_id, i.label, i.split) for i in items] == [
-        (clip_ids[0], "playing drums", "train"),
-        (clip_ids[1], "singing", "train"),
-        (clip_ids[2], "playing drums", "train"),
-        ("-3Mwkq-7TV4_2", "tapping pen", "test"),
-        ("-74csnCOiUs_0", "singing", "test"),
-    ]
+    assert [(i.sample_id, i.label, i.split) for i in items] == ks_expected(clip_ids)
+    assert clip_ids[3:] == ["-3Mwkq-7TV4_2", "-74csnCOiUs_0"]
     assert adapter.source_attrs["convention"] == "ogm"
     assert [i.sample_id for i in issues] == ["my_test.txt line 3"]
     assert "label index 0..30" in issues[0].reason
