@@ -34,7 +34,7 @@ from mmrebal.prep.presets import PRESETS, Preset
 CLIP_SIZE = (240, 320)  # H, W of the generated clips (Kinetics is ~ 256x340)
 CLIP_FPS = 10
 CLIP_RATE = 16000
-LABELS = ("playing drums", "singing", "dog barking", "typing")
+LABELS = ("playing drums", "singing", "tapping pen", "laughing")  # Kinetics-Sounds classes
 
 
 def write_one(args: tuple[Path, int, float]) -> None:
@@ -57,14 +57,16 @@ def write_one(args: tuple[Path, int, float]) -> None:
 def make_dataset(root: Path, clips: int, seconds: float, workers: int) -> list[Path]:
     folder = root / "clips"
     folder.mkdir(parents=True)
-    paths = [folder / f"clip{n:04d}.mp4" for n in range(clips)]
+    end = round(seconds)  # Kinetics names: <youtube_id>_<time_start:06d>_<time_end:06d>.mp4
+    paths = [folder / f"clip{n:07d}_000000_{end:06d}.mp4" for n in range(clips)]
     with ProcessPoolExecutor(workers) as pool:
         list(pool.map(write_one, [(p, n, seconds) for n, p in enumerate(paths)]))
-    rows = ["clip_id,label,split"]
+    rows = ["label,youtube_id,time_start,time_end,split"]  # a Kinetics annotation CSV
     rows += [
-        f"{p.stem},{LABELS[n % len(LABELS)]},{'test' if n % 5 == 0 else 'train'}" for n, p in enumerate(paths)
+        f"{LABELS[n % len(LABELS)]},clip{n:07d},0,{end},{'test' if n % 5 == 0 else 'train'}"
+        for n in range(clips)
     ]
-    (root / "labels.csv").write_text("\n".join(rows) + "\n")
+    (root / "annotations.csv").write_text("\n".join(rows) + "\n")
     return paths
 
 

@@ -8,7 +8,10 @@ import numpy as np
 import pytest
 import torch
 from _adapter_train import train_briefly
+from typer.testing import CliRunner
 
+from mmrebal.cache.format import read_info
+from mmrebal.cli import app
 from mmrebal.media.video import write_clip
 from mmrebal.prep.adapters import ADAPTERS, LayoutError, load_builtin
 from mmrebal.prep.presets import PRESETS
@@ -32,6 +35,8 @@ def clip(path: Path, seed: int, seconds: float = 1.0, rate: int = 16000) -> None
 
 
 def ave_layout(root: Path) -> list[str]:
+    """The AVE release: ``Annotations.txt`` (LF, no header, as in the AVE-ECCV18 repo), the split lists
+    ``trainSet.txt``/``valSet.txt``/``testSet.txt`` (same lines after a header) and ``AVE/<VideoID>.mp4``."""
     (root / "AVE").mkdir(parents=True)
     lines, ids, n = {}, [], 0
     for name, count in SPLITS.items():
@@ -43,7 +48,7 @@ def ave_layout(root: Path) -> list[str]:
             ids.append(video_id)
             n += 1
         (root / name).write_text("\n".join(lines[name]) + "\n")
-    annotations = [HEADER] + [row for name in SPLITS for row in lines[name][1:]]
+    annotations = [row for name in SPLITS for row in lines[name][1:]]
     (root / "Annotations.txt").write_text("\n".join(annotations) + "\n")
     return ids
 
@@ -52,9 +57,8 @@ def test_ave_scan_classes_splits_and_issues(tmp_path: Path):
     ids = ave_layout(tmp_path)
     with open(tmp_path / "testSet.txt", "a") as fh:
         fh.write("Bark&-missing00&good&0&10\n")  # line 4: no clip
-        fh.write("Goat&-00abcdEFG&good&0&10\n")  # line 5: category not in Annotations.txt
+        fh.write("Goat&-88goatGoa&good&0&10\n")  # line 5: category not in Annotations.txt
         fh.write("Bark&-01abcdEFG\n")  # line 6: malformed
-        fh.write(f"Bark&{ids[0]}&good&0&10\n")  # line 7: listed twice
     adapter = ADAPTERS.get("ave")()
     items, issues = adapter.scan(tmp_path)
     assert [i.sample_id for i in items] == ids
@@ -66,12 +70,52 @@ def test_ave_scan_classes_splits_and_issues(tmp_path: Path):
         "visual": tmp_path / "AVE" / f"{ids[1]}.mp4",
     }
     assert items[1].meta == {"quality": "good", "start_s": "1", "end_s": "6"}
-    assert [i.sample_id for i in issues] == [f"testSet.txt line {n}" for n in (4, 5, 6, 7)]
+    assert [i.sample_id for i in issues] == ["testSet.txt line 6"] + [f"testSet.txt line {n}" for n in (4, 5)]
     reasons = [i.reason for i in issues]
-    assert "missing clip" in reasons[0] and issues[0].path.endswith("-missing00.mp4")
-    assert "unknown category 'Goat'" in reasons[1]
-    assert "expected Category&VideoID&Quality&StartTime&EndTime" in reasons[2]
-    assert "duplicate VideoID" in reasons[3]
+    assert "expected Category&VideoID&Quality&StartTime&EndTime" in reasons[0]
+    assert "missing clip" in reasons[1] and issues[1].path.endswith("-missing00.mp4")
+    assert "unknown category 'Goat'" in reasons[2]
+
+
+def test_ave_duplicated_video_ids(tmp_path: Path):
+    """An ID listed with two categories (as 45 are in the release): last (OGM-GE), first or drop."""
+    ids = ave_layout(tmp_path)
+    with open(tmp_path / "valSet.txt", "a") as fh:
+        fh.write(f"Bark&{ids[1]}&good&0&10\n")  # valSet line 4 relists a train clip as Bark
+    found = {}
+    for mode in ("last", "first", "drop"):
+        adapter = ADAPTERS.get("ave")()
+        items, issues = adapter.scan(tmp_path, duplicates=mode)
+        found[mode] = (
+            {i.sample_id: (i.label, i.split) for i in items}.get(ids[1]),
+            [i.line() for i in issues],
+        )
+        assert adapter.source_attrs == {"duplicated_ids": 1} and len(items) == 10 - (mode == "drop")
+    clip_path = tmp_path / "AVE" / f"{ids[1]}.mp4"
+    assert found["last"] == (
+        ("Bark", "val"),
+        [
+            f"trainSet.txt line 3: {clip_path}: VideoID '{ids[1]}' is listed 2 times; "
+            "duplicates=last keeps valSet.txt line 4"
+        ],
+    )
+    assert found["first"][0] == ("Male speech, man speaking", "train")
+    assert found["first"][1][0].startswith("valSet.txt line 4: ")
+    assert found["drop"][0] is None and len(found["drop"][1]) == 2
+    assert all("drops every line of it" in line for line in found["drop"][1])
+    with pytest.raises(LayoutError, match="duplicates must be one of last, first, drop"):
+        ADAPTERS.get("ave")().scan(tmp_path, duplicates="keep")
+
+
+def test_ave_release_prep_through_the_cli(tmp_path: Path):
+    ave_layout(tmp_path / "AVE_Dataset")
+    out = tmp_path / "ave.h5"
+    args = ["prep", "ave", "--root", str(tmp_path / "AVE_Dataset"), "--out", str(out), "--preset", "avmnist"]
+    result = CliRunner().invoke(app, [*args, "--workers", "1", "--opt", "duplicates=first"])
+    assert result.exit_code == 0, result.output
+    info = read_info(out)
+    assert info.split_counts == {"train": 6, "val": 2, "test": 2} and info.class_names == sorted(CATEGORIES)
+    assert info.attrs["option_duplicates"] == "first" and info.attrs["source_duplicated_ids"] == 0
 
 
 def test_ave_layout_errors(tmp_path: Path):

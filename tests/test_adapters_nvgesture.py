@@ -9,7 +9,10 @@ import numpy as np
 import pytest
 import torch
 from _adapter_train import train_briefly
+from typer.testing import CliRunner
 
+from mmrebal.cache.format import read_info
+from mmrebal.cli import app
 from mmrebal.media import MediaError
 from mmrebal.media.flow import farneback_flow, flow_to_frames, read_flow
 from mmrebal.media.video import read_frames
@@ -17,8 +20,9 @@ from mmrebal.prep.adapters import ADAPTERS, LayoutError, load_builtin
 from mmrebal.prep.presets import PRESETS
 
 torch.set_num_threads(1)
-TRAIN_LIST = "nvgesture_train_correct_cvpr2016.lst"
-TEST_LIST = "nvgesture_test_correct_cvpr2016.lst"
+TRAIN_LIST = "nvgesture_train_correct_cvpr2016_v2.lst"
+TEST_LIST = "nvgesture_test_correct_cvpr2016_v2.lst"
+V1 = {TRAIN_LIST: "nvgesture_train_correct_cvpr2016.lst", TEST_LIST: "nvgesture_test_correct_cvpr2016.lst"}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -56,24 +60,31 @@ def gesture(root: Path, folder: str, seed: int, count: int = 16) -> None:
 
 
 def line(folder: str, label: int, start: int = 2, end: int = 14) -> str:
+    """One list line as the release writes it: space-separated key:value fields and a trailing space."""
     return (
         f"path:./{folder} depth:sk_depth:{start}:{end} color:sk_color:{start}:{end} "
-        f"duo_left:duo_left:{start + 20}:{end + 20} label:{label}"
+        f"duo_left:duo_left:{start + 20}:{end + 20} label:{label} "
     )
 
 
-def nvgesture_layout(root: Path, train: int, test: int) -> list[str]:
+def write_list(path: Path, lines: list[str], v1: bool = False) -> None:
+    """LF lines; the v1 lists lack the final newline, the _v2 lists end with one."""
+    path.write_text("\n".join(lines) + ("" if v1 else "\n"))
+
+
+def nvgesture_layout(root: Path, train: int, test: int, v1: bool = False) -> list[str]:
+    """``Video_data/class_NN/subjectS_rR/sk_{color,depth}.avi`` and the two split lists (_v2, or v1 names)."""
     folders = []
     for n in range(train + test):
         label = n % 3 + 1
         folder = f"Video_data/class_{label:02d}/subject{n}_r0"
         gesture(root, folder, n)
         folders.append(folder)
-    (root / TRAIN_LIST).write_text(
-        "\n".join(line(f, n % 3 + 1) for n, f in enumerate(folders[:train])) + "\n"
+    lists = {name: (V1[name] if v1 else name) for name in (TRAIN_LIST, TEST_LIST)}
+    write_list(root / lists[TRAIN_LIST], [line(f, n % 3 + 1) for n, f in enumerate(folders[:train])], v1)
+    write_list(
+        root / lists[TEST_LIST], [line(f, n % 3 + 1) for n, f in enumerate(folders[train:], train)], v1
     )
-    test_lines = [line(f, n % 3 + 1) for n, f in enumerate(folders[train:], train)]
-    (root / TEST_LIST).write_text("\n".join(test_lines) + "\n")
     return folders
 
 
@@ -143,18 +154,58 @@ def test_nvgesture_scan_labels_flow_sources_and_issues(tmp_path: Path):
     assert "missing flow video (flow=file)" in strict_issues[0].reason
 
 
-def test_nvgesture_layout_errors_and_v2_names(tmp_path: Path):
+def test_nvgesture_prefers_v2_and_records_the_list(tmp_path: Path):
+    folders = nvgesture_layout(tmp_path, train=2, test=1, v1=True)
+    adapter = ADAPTERS.get("nvgesture")()
+    items, _ = adapter.scan(tmp_path)
+    assert adapter.source_attrs == {"train_list": V1[TRAIN_LIST], "test_list": V1[TEST_LIST]}
+    assert len(adapter.notes) == 2 and "the v1 train list" in adapter.notes[0]
+    assert TRAIN_LIST in adapter.notes[0] and [i.label for i in items] == ["class_01", "class_02", "class_03"]
+    # _v2 beside v1 relabels class_01/subject0_r0 (as the real _v2 does for class_01/subject4_r2)
+    write_list(tmp_path / TRAIN_LIST, [line(folders[0], 2), line(folders[1], 2)])
+    write_list(tmp_path / TEST_LIST, [line(folders[2], 3)])
+    adapter = ADAPTERS.get("nvgesture")()
+    items, _ = adapter.scan(tmp_path)
+    assert [i.label for i in items] == ["class_02", "class_02", "class_03"] and not adapter.notes
+    assert adapter.source_attrs == {"train_list": TRAIN_LIST, "test_list": TEST_LIST}
+    bss = tmp_path / "bss"
+    bss.mkdir()
+    (bss / "Video_data").symlink_to(tmp_path / "Video_data")
+    write_list(bss / "nvgesture_train_correct_v2.lst", [line(folders[0], 2)])  # the BSS repo's names
+    write_list(bss / "nvgesture_test_correct_v2.lst", [line(folders[2], 3)])
+    adapter = ADAPTERS.get("nvgesture")()
+    assert (
+        len(adapter.scan(bss)[0]) == 2
+        and adapter.source_attrs["train_list"] == "nvgesture_train_correct_v2.lst"
+    )
+
+
+def test_nvgesture_layout_errors(tmp_path: Path):
     with pytest.raises(LayoutError, match=f"{TRAIN_LIST}: missing train list"):
         ADAPTERS.get("nvgesture")().scan(tmp_path)
     gesture(tmp_path, "Video_data/class_01/subject1_r0", 0)
-    (tmp_path / TRAIN_LIST.replace(".lst", "_v2.lst")).write_text(line("Video_data/class_01/subject1_r0", 1))
+    write_list(tmp_path / TRAIN_LIST, [line("Video_data/class_01/subject1_r0", 1)])
     with pytest.raises(LayoutError, match=f"{TEST_LIST}: missing test list"):
         ADAPTERS.get("nvgesture")().scan(tmp_path)
-    (tmp_path / TEST_LIST.replace(".lst", "_v2.lst")).write_text("")
+    write_list(tmp_path / TEST_LIST, [])
     items, _ = ADAPTERS.get("nvgesture")().scan(tmp_path)
     assert len(items) == 1
     with pytest.raises(LayoutError, match="flow must be one of auto, file, compute"):
         ADAPTERS.get("nvgesture")().scan(tmp_path, flow="tvl1")
+
+
+def test_nvgesture_v1_release_prep_through_the_cli(tmp_path: Path):
+    nvgesture_layout(tmp_path / "nvGesture", train=3, test=1, v1=True)
+    out = tmp_path / "nv.h5"
+    args = ["prep", "nvgesture", "--root", str(tmp_path / "nvGesture"), "--out", str(out)]
+    result = CliRunner().invoke(
+        app, [*args, "--preset", "avmnist", "--workers", "1", "--val-fraction", "0.34"]
+    )
+    assert result.exit_code == 0, result.output
+    assert result.output.count("the v1 train list") == 1 and result.output.count("the v1 test list") == 1
+    info = read_info(out)
+    assert info.shapes == {f"{m}/frames": (3, 32, 32, 3) for m in ("rgb", "depth", "flow")}
+    assert info.split_counts["test"] == 1 and info.attrs["source_train_list"] == V1[TRAIN_LIST]
 
 
 def test_nvgesture_decode_shapes(tmp_path: Path):

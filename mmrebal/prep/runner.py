@@ -103,6 +103,8 @@ def run_prep(
         raw_dir, **{k: v for k, v in resolved.items() if k in options or k == "seed"}
     )
     log = _Log()
+    for note in getattr(adapter, "notes", ()):
+        log.note(note)
     for issue in issues:
         log.issue(issue)
     if strict and issues:
@@ -144,6 +146,7 @@ def run_prep(
         "modalities": adapter.modalities,
         "source_sha256": source_sha256,
         **split_attrs,
+        **{f"source_{key}": value for key, value in getattr(adapter, "source_attrs", {}).items()},
         "num_source_items": len(items),
         "num_prep_errors": len(issues),
     }

@@ -23,6 +23,7 @@ SPLIT_ALIASES = {
     "val": "val",
     "valid": "val",
     "validation": "val",
+    "validate": "val",  # Kinetics-700's name
     "dev": "val",
     "test": "test",
 }
@@ -69,6 +70,14 @@ class Adapter:
     modalities: dict[str, str] = {}  # modality -> cache kind ("spectrogram", "frames", "image")
     default_preset: ClassVar[str] = ""
     classes: tuple[str, ...] | None = None  # a fixed class order, else sorted labels
+    # Set by ``scan``: what it found in the source (which release or list file it read, rows it
+    # filtered), stored in the cache attributes as ``source_<key>``, and notes the runner prints.
+    source_attrs: dict[str, Any]
+    notes: list[str]
+
+    def __init__(self) -> None:
+        self.source_attrs = {}
+        self.notes = []
 
     def scan(self, root: Path | None, **options: Any) -> tuple[list[SourceItem], list[PrepIssue]]:
         raise NotImplementedError
@@ -198,6 +207,7 @@ def normalize_split(value: str) -> str | None:
 
 
 __all__ = [
+    "SPLIT_ALIASES",
     "Adapter",
     "KIND_OF_MODALITY",
     "LayoutError",

@@ -4,6 +4,9 @@ The label is the emotion code in the file name (``1001_DFA_ANG_XX`` -> ANG). Spl
 ``train.csv``/``test.csv`` (rows ``name,label``) when given as options or found in the root;
 otherwise a seeded split stratified by emotion with OGM-GE's proportion (744 of 7,442 clips to
 test, i.e. 6,698/744 on the full set). Validation is carved from train by the prep runner.
+
+The GitHub release keeps its media in Git LFS: a clone without ``git lfs pull`` holds ~130-byte text
+pointers instead of wav/flv files, which scan detects and reports once, before anything is decoded.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from mmrebal.prep.splits import stratified_carve
 CLASSES = ("NEU", "HAP", "SAD", "FEA", "DIS", "ANG")
 OGM_TEST_FRACTION = 744 / 7442
 _NAME = re.compile(r"^\d{4}_[A-Z]{3}_([A-Z]{3})_[A-Z]{2}$")
+LFS_POINTER = b"version https://git-lfs.github.com/spec/v1"
+LFS_POINTER_MAX_BYTES = 1024  # pointers are ~130 bytes; no real clip is this small
 
 
 @ADAPTERS.register("cremad")
@@ -30,6 +35,7 @@ class CremadAdapter(Adapter):
     classes = CLASSES
 
     def __init__(self) -> None:
+        super().__init__()
         self.split_method = ""
 
     def scan(
@@ -49,6 +55,13 @@ class CremadAdapter(Adapter):
         wavs = sorted((root / "AudioWAV").glob("*.wav"))
         if not wavs:
             raise LayoutError(f"{root / 'AudioWAV'}: no .wav files; is this the CREMA-D folder?")
+        media = wavs + sorted((root / "VideoFlash").glob("*.flv"))
+        pointers = sum(_is_lfs_pointer(path) for path in media)
+        if pointers:
+            raise LayoutError(
+                f"{root}: {pointers} of {len(media)} files in AudioWAV/ and VideoFlash/ are Git LFS pointers "
+                "(text stubs), not media; run `git lfs pull` in the CREMA-D clone"
+            )
         items: list[SourceItem] = []
         issues: list[PrepIssue] = []
         for wav in wavs:
@@ -91,6 +104,14 @@ class CremadAdapter(Adapter):
         test = stratified_carve([item.sample_id for item in items], labels, OGM_TEST_FRACTION, seed)
         self.split_method = f"seeded stratified split, 744/7442 of each class to test, seed {seed}"
         return [_with_split(item, "test" if item.sample_id in test else "train") for item in items]
+
+
+def _is_lfs_pointer(path: Path) -> bool:
+    """A Git LFS pointer file: tiny, and its first line names the LFS spec."""
+    if path.stat().st_size > LFS_POINTER_MAX_BYTES:
+        return False
+    with open(path, "rb") as fh:
+        return fh.read(len(LFS_POINTER)) == LFS_POINTER
 
 
 def _existing(path: Path) -> Path | None:

@@ -1,8 +1,11 @@
 """NVIDIA dynamic hand gestures (NVGesture) from its release: split lists + ``Video_data/``.
 
-``--root`` holds ``nvgesture_train_correct_cvpr2016.lst`` and ``nvgesture_test_correct_cvpr2016.lst``
-(the ``_v2`` names of later releases are found too; ``train_list=``/``test_list=`` override) and the
-folders they point to. A line is space-separated ``key:value`` fields::
+``--root`` holds the split lists and the folders they point to. Per split the first found of
+``nvgesture_<split>_correct_cvpr2016_v2.lst``, ``nvgesture_<split>_correct_v2.lst`` (the BSS repo's name)
+and ``nvgesture_<split>_correct_cvpr2016.lst`` is read (``train_list=``/``test_list=`` override): ``_v2``
+corrects 15 train and 8 test labels of v1 (nothing else differs), so reading v1 prints a note. The
+lists read are in the cache attributes (``source_train_list``, ``source_test_list``). A line is
+space-separated ``key:value`` fields (LF; each line ends with a space, v1 lacks the final newline)::
 
     path:./Video_data/class_01/subject13_r0 depth:sk_depth:138:218 color:sk_color:138:218 duo_left:... label:1
 
@@ -15,7 +18,8 @@ window with OpenCV Farneback (:mod:`mmrebal.media.flow`: parameters, and uint8 d
 at ``flow_bound`` pixels). ``flow``: ``auto`` (default: a file when there is one), ``file`` (a missing
 flow video skips the gesture) or ``compute`` (always Farneback). Frames are the preset's count of evenly
 spaced picks inside each window, at the preset's size. Sample ids are the ``path`` values without
-the leading ``./``.
+the leading ``./``. Not reproduced: the BSS repo's precomputed flow (``Video_data/flow_data/<split>/
+<row>.npy``) is not part of the NVIDIA release, so flow here is a file beside the videos or Farneback.
 """
 
 from __future__ import annotations
@@ -31,9 +35,13 @@ from mmrebal.prep.adapters import ADAPTERS
 from mmrebal.prep.adapters.base import Adapter, LayoutError, PrepIssue, SourceItem, require_folder
 from mmrebal.prep.presets import Preset
 
-LIST_NAMES = {
-    "train": ("nvgesture_train_correct_cvpr2016.lst", "nvgesture_train_correct_cvpr2016_v2.lst"),
-    "test": ("nvgesture_test_correct_cvpr2016.lst", "nvgesture_test_correct_cvpr2016_v2.lst"),
+LIST_NAMES = {  # preferred first; the last is v1
+    split: (
+        f"nvgesture_{split}_correct_cvpr2016_v2.lst",
+        f"nvgesture_{split}_correct_v2.lst",
+        f"nvgesture_{split}_correct_cvpr2016.lst",
+    )
+    for split in ("train", "test")
 }
 NUM_CLASSES = 25
 CLASSES = tuple(f"class_{k:02d}" for k in range(1, NUM_CLASSES + 1))
@@ -49,6 +57,7 @@ class NvGestureAdapter(Adapter):
     classes = CLASSES
 
     def __init__(self) -> None:
+        super().__init__()
         self.flow_bound = DEFAULT_BOUND
 
     def scan(
@@ -67,6 +76,13 @@ class NvGestureAdapter(Adapter):
             raise LayoutError(f"flow_bound must be positive, got {flow_bound}")
         self.flow_bound = float(flow_bound)
         lists = {"train": _list_path(root, "train", train_list), "test": _list_path(root, "test", test_list)}
+        for split, path in lists.items():
+            self.source_attrs[f"{split}_list"] = path.name
+            if path.name == LIST_NAMES[split][-1]:
+                self.notes.append(
+                    f"{path}: the v1 {split} list; {LIST_NAMES[split][0]} corrects some of its labels "
+                    "(15 train, 8 test), put it beside v1 to use it"
+                )
         items: list[SourceItem] = []
         issues: list[PrepIssue] = []
         seen: set[str] = set()
@@ -107,7 +123,8 @@ def _list_path(root: Path, split: str, given: str | Path | None) -> Path:
         if (root / name).is_file():
             return root / name
     raise LayoutError(
-        f"{root / LIST_NAMES[split][0]}: missing {split} list; --root must be the NVGesture folder"
+        f"{root / LIST_NAMES[split][0]}: missing {split} list (nor v1 {LIST_NAMES[split][-1]}); "
+        "--root must be the NVGesture folder"
     )
 
 

@@ -77,6 +77,7 @@ class ImageTextAdapter(Adapter):
     default_preset = "image-text"
 
     def __init__(self) -> None:
+        super().__init__()
         self.text_model: Path | None = None
         self.max_length = DEFAULT_MAX_LENGTH
         self.image_size: int | None = None
