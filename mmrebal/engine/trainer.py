@@ -268,19 +268,16 @@ class Trainer:
         self.model, self.method = build_components(config, self.info, self.device)
         self.train_model = distributed.wrap_model(self.model, self.dist, self.device)
         train_set = self.datasets["train"]
-        try:
-            self.sampler = create_sampler(
-                config.sampler,
-                num_samples=len(train_set),
-                labels=train_set.labels,
-                modalities=self.modalities,
-                batch_size=config.batch_size,
-                epochs=config.epochs,
-                seed=config.seed,
-                **config.sampler_options,
-            )
-        except TypeError as exc:  # an option the sampler does not take
-            raise ValueError(f"sampler {config.sampler!r}: {exc}; check --sampler-opt") from None
+        self.sampler = create_sampler(
+            config.sampler,
+            config.sampler_options,
+            num_samples=len(train_set),
+            labels=train_set.labels,
+            modalities=self.modalities,
+            batch_size=config.batch_size,
+            epochs=config.epochs,
+            seed=config.seed,
+        )
         self.optimizer = self._optimizer()
         self.scheduler = (
             torch.optim.lr_scheduler.StepLR(self.optimizer, config.step_size, config.gamma)
