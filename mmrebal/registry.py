@@ -43,7 +43,8 @@ class Registry(Generic[T]):
             return self._items[name]
         except KeyError:
             known = ", ".join(sorted(self._items)) or "none"
-            raise KeyError(f"unknown {self.kind} {name!r}{_did_you_mean(name, self._items)}; known: {known}") from None
+            hint = _did_you_mean(name, self._items)
+            raise KeyError(f"unknown {self.kind} {name!r}{hint}; known: {known}") from None
 
     def build(self, name: str, options: dict[str, Any], *args: Any, **fixed: Any) -> Any:
         """``factory(*args, **fixed, **options)`` with ``options`` checked and coerced first.
@@ -105,8 +106,8 @@ def check_options(
         if key in reserved:
             raise OptionError(f"{what}: {key} is set by mmrebal itself, not by an option")
         if key not in allowed:
-            known = ", ".join(allowed) or "none"
-            raise OptionError(f"{what} has no option {key!r}{_did_you_mean(key, allowed)}; its options: {known}")
+            known, hint = ", ".join(allowed) or "none", _did_you_mean(key, allowed)
+            raise OptionError(f"{what} has no option {key!r}{hint}; its options: {known}")
         try:
             out[key] = coerce(value, allowed[key])
         except (TypeError, ValueError) as exc:

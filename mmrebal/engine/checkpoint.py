@@ -8,13 +8,15 @@ because the new one is written beside it and renamed into place only when comple
 
 from __future__ import annotations
 
-import os
+import io
 import random
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from mmrebal.storage import atomic_write_bytes, writing
 
 _ARRAY = "__ndarray__"
 
@@ -68,19 +70,17 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Write ``state`` to ``path`` atomically (temp file in the same folder, fsync, rename)."""
+    """Write ``state`` to ``path`` atomically (temp file in the same folder, fsync, rename).
+
+    Serialised in memory first: torch's own file writer reports a full disk as an opaque
+    ``RuntimeError``, a plain write as the ``OSError`` that :mod:`mmrebal.storage` turns into one line.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            torch.save(to_safe(state), fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    buffer = io.BytesIO()
+    torch.save(to_safe(state), buffer)
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

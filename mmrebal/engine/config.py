@@ -2,7 +2,7 @@
 
 Resolution order (later wins): the dataclass defaults, the preset, the ``--config`` YAML file, the
 command-line flags that were given. A run's resolved ``config.yaml`` is itself a valid ``--config``
-file (its informational ``cache_attrs`` and ``versions`` sections are ignored on reading).
+file (its informational ``cache_attrs``, ``versions`` and ``changes`` sections are ignored on reading).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ TRAIN_PRESETS: dict[str, dict[str, Any]] = {
     },
 }  # fmt: skip
 
-INFO_SECTIONS = ("cache_attrs", "versions")
+INFO_SECTIONS = ("cache_attrs", "versions", "changes")
 
 
 class ConfigError(ValueError):
@@ -203,9 +203,14 @@ def versions() -> dict[str, str]:
     return {"mmrebal": __version__, "torch": str(torch.__version__), "python": platform.python_version()}
 
 
-def config_yaml(config: TrainConfig, cache_attrs: dict[str, Any]) -> str:
-    """The run's ``config.yaml``: every option, then the cache's attributes and the versions."""
+def config_yaml(
+    config: TrainConfig, cache_attrs: dict[str, Any], changes: list[dict[str, Any]] | None = None
+) -> str:
+    """The run's ``config.yaml``: every option, the cache's attributes, the versions and, for a
+    resumed run, the options changed on resume with the epoch each took effect at."""
     body = {**config.to_dict(), "cache_attrs": _plain(cache_attrs), "versions": versions()}
+    if changes:
+        body["changes"] = _plain(changes)
     return yaml.safe_dump(body, sort_keys=False)
 
 

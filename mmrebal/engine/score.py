@@ -12,7 +12,6 @@ from typing import Any
 
 from mmrebal.cache.dataset import CacheDataset
 from mmrebal.cache.format import read_info
-from mmrebal.cache.writer import atomic_write_bytes
 from mmrebal.engine.checkpoint import load_checkpoint
 from mmrebal.engine.config import TrainConfig
 from mmrebal.engine.device import resolve_device
@@ -22,6 +21,7 @@ from mmrebal.evaluation.scoring import scope_metrics, score_split
 from mmrebal.samplers.base import ScoreResult
 from mmrebal.samplers.bss import prediction_similarity
 from mmrebal.samplers.remix import kl_to_uniform
+from mmrebal.storage import atomic_write_bytes
 
 
 def checkpoint_path(run_dir: Path, checkpoint: str) -> Path:

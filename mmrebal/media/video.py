@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 
 from mmrebal.media import MediaError, ffmpeg_reason
+from mmrebal.storage import atomic_path
 
 log = logging.getLogger(__name__)
 _fallback_logged = False
@@ -186,27 +186,22 @@ def write_clip(
     container_format = {".mp4": "mp4", ".mkv": "matroska", ".mov": "mov", ".flv": "flv"}.get(suffix)
     if container_format is None:
         raise ValueError(f"{path}: write_clip writes .mp4, .mkv, .mov or .flv")
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with av.open(str(tmp), "w", format=container_format) as container:
-            video = container.add_stream("libx264", rate=round(fps) if float(fps).is_integer() else fps)
-            video.width, video.height = frames.shape[2], frames.shape[1]
-            video.pix_fmt = "yuv420p"
-            video.options = {"preset": "ultrafast"}
-            video.codec_context.thread_count = 1
-            if audio is not None:
-                codec = "aac" if suffix in (".mp4", ".flv") else "pcm_s16le"
-                sound = container.add_stream(codec, rate=int(sample_rate))
-                sound.layout = "mono"
-            for frame in frames:
-                container.mux(video.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-            container.mux(video.encode())
-            if audio is not None:
-                wave = np.clip(np.asarray(audio, dtype=np.float32), -1.0, 1.0).reshape(1, -1)
-                chunk = av.AudioFrame.from_ndarray(np.ascontiguousarray(wave), format="fltp", layout="mono")
-                chunk.sample_rate = int(sample_rate)
-                container.mux(sound.encode(chunk))
-                container.mux(sound.encode())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(path) as tmp, av.open(str(tmp), "w", format=container_format) as container:
+        video = container.add_stream("libx264", rate=round(fps) if float(fps).is_integer() else fps)
+        video.width, video.height = frames.shape[2], frames.shape[1]
+        video.pix_fmt = "yuv420p"
+        video.options = {"preset": "ultrafast"}
+        video.codec_context.thread_count = 1
+        if audio is not None:
+            codec = "aac" if suffix in (".mp4", ".flv") else "pcm_s16le"
+            sound = container.add_stream(codec, rate=int(sample_rate))
+            sound.layout = "mono"
+        for frame in frames:
+            container.mux(video.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(video.encode())
+        if audio is not None:
+            wave = np.clip(np.asarray(audio, dtype=np.float32), -1.0, 1.0).reshape(1, -1)
+            chunk = av.AudioFrame.from_ndarray(np.ascontiguousarray(wave), format="fltp", layout="mono")
+            chunk.sample_rate = int(sample_rate)
+            container.mux(sound.encode(chunk))
+            container.mux(sound.encode())

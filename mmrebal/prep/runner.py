@@ -31,11 +31,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mmrebal.cache.writer import Entry, SampleJournal, assemble, atomic_write_bytes
+from mmrebal.cache.writer import Entry, SampleJournal, assemble
 from mmrebal.media import MediaError
 from mmrebal.prep.adapters import ADAPTERS, Adapter, PrepIssue, SourceItem, load_builtin
 from mmrebal.prep.presets import PRESETS, Preset
 from mmrebal.prep.splits import grouped_holdout, stratified_carve
+from mmrebal.storage import atomic_write_bytes
 
 IN_FLIGHT_PER_WORKER = 4
 
