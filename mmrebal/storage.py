@@ -28,21 +28,27 @@ class StorageError(RuntimeError):
     """A write the file system refused; the message is one line that says what to do."""
 
 
+def human_size(n: float) -> str:
+    return f"{n / 2**20:.1f} MiB" if n >= 2**17 else f"{n / 2**10:.0f} KiB"
+
+
 def free_space(path: Path) -> str:
     """Free space on the file system holding ``path`` (its nearest existing parent), e.g. ``"12.0 MiB"``."""
     probe = Path(path).absolute()
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
     try:
-        return f"{shutil.disk_usage(probe).free / 2**20:.1f} MiB"
+        return human_size(shutil.disk_usage(probe).free)
     except OSError:
         return "unknown"
 
 
-def storage_error(path: Path, exc: OSError) -> StorageError:
+def storage_error(path: Path, exc: OSError, size: int | None = None) -> StorageError:
+    """The one line for a refused write of ``path`` (``size`` bytes, when known)."""
     reason = exc.strerror or str(exc)
     advice = _ADVICE.get(exc.errno or 0, "check the disk and the path")
-    return StorageError(f"cannot write {path}: {reason} ({free_space(path)} free there); {advice}")
+    need = f"{human_size(size)} needed, " if size is not None else ""
+    return StorageError(f"cannot write {path}: {reason} ({need}{free_space(path)} free there); {advice}")
 
 
 def is_storage_error(exc: BaseException) -> bool:
@@ -73,24 +79,29 @@ def remove_stale_temps(path: Path) -> None:
 
 
 @contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
+def atomic_path(path: Path, size: int | None = None) -> Iterator[Path]:
     """Yield a temp path beside ``path`` to write; it is fsynced and renamed onto ``path`` when the
-    block succeeds, removed when it fails, and a refused write becomes a :class:`StorageError`."""
+    block succeeds, removed when it fails, and a refused write becomes a :class:`StorageError`
+    (the free space it names is measured after the temp file is gone)."""
     path = Path(path)
     tmp = temp_path(path)
     try:
-        with writing(path):
-            yield tmp
-            with open(tmp, "rb+") as fh:
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
+        yield tmp
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if is_storage_error(exc):
+            raise storage_error(path, exc, size) from None
+        raise
     finally:
         tmp.unlink(missing_ok=True)
 
 
 def atomic_write_bytes(path: Path, payload: bytes) -> None:
     """Write ``payload`` so readers see either the old file or the whole new one, never a torn one."""
-    with atomic_path(path) as tmp:
+    with atomic_path(path, len(payload)) as tmp:
         tmp.write_bytes(payload)
 
 

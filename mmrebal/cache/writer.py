@@ -23,7 +23,7 @@ import numpy as np
 
 from mmrebal import __version__
 from mmrebal.cache.format import FORMAT_VERSION, SPLITS, CacheError, attr_value
-from mmrebal.storage import StorageError, atomic_path, atomic_write_bytes, free_space
+from mmrebal.storage import StorageError, atomic_path, atomic_write_bytes, free_space, human_size
 
 
 @dataclass(frozen=True)
@@ -74,6 +74,41 @@ class SampleJournal:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+class _AbandonableFile(io.FileIO):
+    """The HDF5 file's bytes, written through Python so that a refused write never reaches HDF5.
+
+    HDF5 cannot always unwind from a failed write (a full disk during assembly ended in a segfault
+    while h5py freed its objects), so the first ``OSError`` is kept, later writes are dropped, HDF5
+    finishes on a file that will be abandoned, and the error is raised on exit instead.
+    """
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path, "w+")
+        self.failure: OSError | None = None
+
+    def write(self, data: Any) -> int:
+        size = memoryview(data).nbytes
+        if self.failure is None:
+            try:
+                return super().write(data) or 0
+            except OSError as exc:
+                self.failure = exc
+        return size
+
+    def truncate(self, size: int | None = None) -> int:
+        if self.failure is None:
+            try:
+                return super().truncate(size)
+            except OSError as exc:
+                self.failure = exc
+        return size or 0
+
+    def __exit__(self, *exc: object) -> None:
+        super().__exit__(*exc)
+        if self.failure is not None:
+            raise self.failure
+
+
 def check_free_space(out: Path, payload_bytes: int) -> None:
     """Refuse before HDF5 starts writing: a full disk in the middle of an HDF5 write is not an error
     h5py can always report (the library may crash), so the space is checked first."""
@@ -82,7 +117,7 @@ def check_free_space(out: Path, payload_bytes: int) -> None:
     free = shutil.disk_usage(probe).free
     if free < need:
         raise StorageError(
-            f"cannot write {out}: it needs about {need / 2**20:.1f} MiB and {free_space(out)} is free "
+            f"cannot write {out}: it needs about {human_size(need)} and {free_space(out)} is free "
             "there; free some space or write elsewhere (the decoded samples are kept, re-run to resume)"
         )
 
@@ -110,7 +145,7 @@ def assemble(
     n = len(entries)
     if compression is None:
         check_free_space(out, n * sum(v.nbytes for v in first.values()))
-    with atomic_path(out) as tmp, h5py.File(tmp, "w") as f:
+    with atomic_path(out) as tmp, _AbandonableFile(tmp) as raw, h5py.File(raw, "w") as f:
         f.attrs["format_version"] = FORMAT_VERSION
         f.attrs["mmrebal_version"] = __version__
         f.attrs["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")

@@ -74,7 +74,7 @@ def existing_run(run_dir: Path) -> str | None:
 def check_fresh_start(run_dir: Path, resume: bool, overwrite: bool) -> None:
     """Refuse to start over in a directory that holds a run, unless ``--overwrite`` says so."""
     kind = existing_run(run_dir)
-    if kind is None or overwrite:
+    if kind is None or overwrite or (resume and kind == "unfinished"):  # no last.pt: redone from epoch 0
         return
     if resume:  # a summary without checkpoints: nothing to continue from, and something to lose
         raise RunDirError(
