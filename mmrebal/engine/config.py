@@ -182,6 +182,19 @@ def read_yaml(path: Path) -> dict[str, Any]:
     return out
 
 
+def config_from_dict(data: Any, where: str) -> TrainConfig:
+    """A saved config (a checkpoint's), each key checked and coerced as a YAML file's would be."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: its config is not a mapping of option: value")
+    unknown = sorted(set(data) - set(_FIELDS))
+    if unknown:
+        raise ConfigError(
+            f"{where}: its config has option(s) {', '.join(unknown)} that this mmrebal does not know "
+            "(written by another version?)"
+        )
+    return TrainConfig(**{k: _coerce(k, v, where) for k, v in data.items()})
+
+
 def resolve_config(cli: dict[str, Any], config_file: Path | None = None) -> TrainConfig:
     """defaults <- preset <- YAML <- CLI; ``cli`` holds only the flags the user gave (None = not given)."""
     given = {k: v for k, v in cli.items() if v is not None and not (k in _DICT_FIELDS and not v)}

@@ -34,7 +34,7 @@ from rich.table import Table
 from mmrebal.cache.dataset import CacheDataset
 from mmrebal.cache.format import CacheInfo, read_info
 from mmrebal.engine import distributed, rundir
-from mmrebal.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from mmrebal.engine.checkpoint import load_run_checkpoint, rng_state, save_checkpoint, set_rng_state
 from mmrebal.engine.config import TrainConfig, config_yaml
 from mmrebal.engine.device import autocast_factory, move_batch, resolve_device
 from mmrebal.engine.distributed import DistContext
@@ -341,9 +341,9 @@ class Trainer:
     def restore(self, path: Path) -> str | None:
         """Continue from a checkpoint exactly where it was written (end of its epoch), with the options
         that may change applied; returns a note on what was repaired or changed."""
-        ckpt = load_checkpoint(path)  # CPU first: RNG states must stay host tensors
+        ckpt, saved = load_run_checkpoint(path)  # CPU first: RNG states must stay host tensors
         completed = ckpt["run"]["epoch"] + 1
-        changed = rundir.resume_changes(ckpt["config"], self.config.to_dict(), completed)
+        changed = rundir.resume_changes(saved.to_dict(), self.config.to_dict(), completed)
         records = rundir.change_records(changed, completed)
         self.changes = [*ckpt.get("changes", []), *records]
         self.model.load_state_dict(ckpt["model"])
@@ -587,7 +587,7 @@ class Trainer:
     def finish(self) -> dict[str, Any]:
         """Load the checkpoint selected on val, score val and TEST with it, write summary and traces."""
         distributed.barrier(self.dist)
-        best = load_checkpoint(self.checkpoint_path("best"))
+        best, _ = load_run_checkpoint(self.checkpoint_path("best"))
         self.model.load_state_dict(best["model"])
         self.method.load_state_dict(best["method"])
         epoch = self.state.best_epoch
