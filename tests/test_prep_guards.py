@@ -134,3 +134,48 @@ def test_a_cache_with_an_empty_split_is_refused_and_the_journal_kept(tmp_path: P
     write_manifest(root, rows)
     again = manifest_cli(root, out)
     assert again.exit_code == 0, again.output
+
+
+def faststart_copy(src: Path, dst: Path) -> Path:
+    """``src`` remuxed with the index (moov) first, as web downloads are: a cut copy still opens."""
+    import av
+
+    with av.open(str(src)) as i, av.open(str(dst), "w", format="mp4", options={"movflags": "faststart"}) as o:
+        streams = {s.index: o.add_stream_from_template(s) for s in i.streams}
+        for packet in i.demux():
+            if packet.dts is not None:
+                packet.stream = streams[packet.stream.index]
+                o.mux(packet)
+    return dst
+
+
+def test_truncated_media_and_too_short_audio_are_listed_not_cached(tmp_path: Path) -> None:
+    import csv
+
+    import numpy as np
+    import soundfile as sf
+
+    from mmrebal.media.video import write_clip
+    from mmrebal.prep.runner import errors_csv_path
+
+    root = tmp_path / "raw"
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 255, (40, 32, 32, 3), dtype=np.uint8)
+    write_clip(
+        tmp_path / "whole.mp4", frames, 10, audio=0.2 * rng.standard_normal(22050 * 4), sample_rate=22050
+    )
+    whole = faststart_copy(tmp_path / "whole.mp4", root / "whole.mp4").read_bytes()
+    (root / "cut.mp4").write_bytes(whole[: len(whole) // 2])  # opens and decodes 2 s without an error
+    sf.write(root / "blip.wav", 0.2 * rng.standard_normal(220), 22050)  # 10 ms
+    rows = good_rows(root, 6)
+    rows += [("cut", "a", "cut.mp4", "cut.mp4"), ("blip", "b", "ok0.mkv", "blip.wav")]
+    write_manifest(root, rows)
+    out = tmp_path / "c.h5"
+    result = manifest_cli(root, out)
+    assert result.exit_code == 0, result.output
+    with open(errors_csv_path(out), newline="") as fh:
+        listed = {r["sample_id"]: r["reason"] for r in csv.DictReader(fh)}
+    assert set(listed) == {"cut", "blip"}
+    assert listed["cut"].startswith("truncated ") and "s of the 4.0" in listed["cut"]
+    assert listed["blip"].startswith("audio too short (10 ms; the preset needs at least 0.1 s)")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mmrebal.media import MediaError, ffmpeg_reason
+from mmrebal.media import MediaError, check_complete, declared_seconds, ffmpeg_reason
 from mmrebal.storage import atomic_path
 
 log = logging.getLogger(__name__)
@@ -58,6 +58,7 @@ def read_frames(
     path = Path(path)
     if not path.is_file():
         raise MediaError(f"{path}: no such file; check the path")
+    _check_video_complete(path)
     try:
         return _read_decord(path, num_frames, size, fps, frame_range)
     except Exception as err:  # decord raises its own error types and plain RuntimeErrors
@@ -66,6 +67,29 @@ def read_frames(
             log.info("decord could not read %s (%s); using PyAV for such files", path, err)
             _fallback_logged = True
     return _read_pyav(path, num_frames, size, fps, frame_range)
+
+
+def _check_video_complete(path: Path) -> None:
+    """Demux (no decoding) the video stream and compare where its packets end with the declared
+    duration: decord reads a clip cut in half without an error, repeating frames for the missing part."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                return
+            stream = container.streams.video[0]
+            declared = declared_seconds(stream)
+            if declared is None:
+                return
+            ends = [
+                p.pts + (p.duration or 0) for p in container.demux(stream) if p.size and p.pts is not None
+            ]
+            start = stream.start_time or 0
+            present = float((max(ends, default=start) - start) * stream.time_base)
+    except (av.FFmpegError, ValueError, OSError):
+        return  # the decoders below report a file they cannot read, with their own reason
+    check_complete(path, "video", present, declared)
 
 
 def _span_indices(
