@@ -126,6 +126,8 @@ def test_a_finished_run_is_not_replaced_without_overwrite(
             ["--sampler", "dus", "--sampler-opt", "cumulative=maybe"],
             "cumulative='maybe' is not true or false",
         ),
+        (["--sampler", "remix", "--sampler-opt", "warmup=abc"], "option warmup='abc' is not a whole number"),
+        (["--sampler", "dus-h", "--sampler-opt", "beta=abc"], "'dus-h': option beta='abc' is not a number"),
         (["--method", "joint", "--method-opt", "fused_weight=abc"], "fused_weight='abc' is not a number"),
         (["--model-opt", "fusion_options={gate: audio}", "--fusion", "film"], "has no option 'gate'"),
     ],
