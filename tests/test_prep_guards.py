@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from _lock_holder import lock_held_elsewhere
 from test_prep_runner import good_rows, manifest_cli, write_manifest
 
 
@@ -45,23 +46,15 @@ def test_a_second_prep_into_the_same_out_is_refused_and_the_cache_is_untouched(t
     out = tmp_path / "q.h5"
     assert manifest_cli(root, out).exit_code == 0
     before = digest(out)
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from mmrebal.prep.runner import lock_output; "
-         "lock_output(sys.argv[1]); print('locked', flush=True); sys.stdin.read()", str(out)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        assert holder.stdout.readline().strip() == "locked"
+    statement = "from mmrebal.prep.runner import lock_output; lock_output(sys.argv[1])"
+    with lock_held_elsewhere(statement, out) as pid:
         result = manifest_cli(root, out)
         assert result.exit_code == 1
         assert [line for line in result.stderr.splitlines() if line.startswith("error:")] == [
-            f"error: {out} is being written by pid {holder.pid} (mmrebal prep); wait for it to finish "
+            f"error: {out} is being written by pid {pid} (mmrebal prep); wait for it to finish "
             "or choose another --out"
         ]
         assert digest(out) == before and not out.with_name("q.h5.parts").exists()
-    finally:
-        os.kill(holder.pid, signal.SIGKILL)
-        holder.wait()
     assert manifest_cli(root, out).exit_code == 0  # a killed holder blocks nobody
 
 

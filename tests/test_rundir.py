@@ -5,16 +5,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import polars as pl
 import pytest
 import torch
 import yaml
+from _lock_holder import lock_held_elsewhere
 from _tiny_cache import build_tiny_cache
 from typer.testing import CliRunner
 
@@ -69,23 +66,14 @@ def test_a_second_process_is_refused_naming_the_holder_and_a_killed_holder_frees
     cache: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "S"
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from mmrebal.engine import rundir; rundir.lock(sys.argv[1]); "
-         "print('locked', flush=True); sys.stdin.read()", str(out)],  # fmt: skip
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        assert holder.stdout.readline().strip() == "locked"
+    with lock_held_elsewhere("from mmrebal.engine import rundir; rundir.lock(sys.argv[1])", out) as pid:
         result = cli(cache, out)
         assert result.exit_code == 1
         assert errors(result) == [
-            f"error: {out} is in use by pid {holder.pid} (mmrebal train); wait for it to finish or "
+            f"error: {out} is in use by pid {pid} (mmrebal train); wait for it to finish or "
             "choose another --out"
         ]
         assert not (out / "config.yaml").exists() and not (out / "checkpoints").exists()
-    finally:
-        os.kill(holder.pid, signal.SIGKILL)  # the kernel drops the lock of a killed holder
-        holder.wait()
     again = cli(cache, out, "--epochs", "1")
     assert again.exit_code == 0, again.output
 
