@@ -20,6 +20,7 @@ def fail_cleanly() -> Iterator[None]:
     from mmrebal.engine.config import ConfigError
     from mmrebal.engine.rundir import RunDirError
     from mmrebal.engine.trainer import NonFiniteLoss
+    from mmrebal.prep.runner import PrepFailed  # building the default cache
     from mmrebal.storage import StorageError, is_storage_error, storage_error
 
     try:
@@ -31,6 +32,7 @@ def fail_cleanly() -> Iterator[None]:
         NonFiniteLoss,
         RunDirError,
         StorageError,
+        PrepFailed,
         KeyError,
         ValueError,
         FileNotFoundError,
