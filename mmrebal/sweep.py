@@ -2,7 +2,7 @@
 
 Each cell runs as ``python -m mmrebal train ... --out SWEEP_DIR/<sampler>-<method>-s<seed>`` in
 its own process, so a crash or a kill touches one cell only. A cell whose directory holds
-``summary.json`` is finished and skipped; one with ``checkpoints/last.pt`` is resumed with
+``summary.json`` is finished and skipped; one with a checkpoint is resumed with
 ``--resume``; any other starts afresh. So re-running an interrupted sweep loses at most the epoch
 each unfinished cell was in. Each attempt's output is appended to ``<cell>/train.log``.
 """
@@ -185,10 +185,11 @@ def parse_train_opts(values: list[str]) -> list[str]:
 
 
 def cell_state(cell_dir: Path) -> str:
-    """``finished`` (summary.json), ``resumable`` (checkpoints/last.pt) or ``new``."""
+    """``finished`` (summary.json), ``resumable`` (a checkpoint: ``train`` refuses to start such a dir
+    afresh, and ``--resume`` without last.pt starts it over) or ``new``."""
     if (cell_dir / "summary.json").exists():
         return "finished"
-    if (cell_dir / "checkpoints" / "last.pt").exists():
+    if any((cell_dir / "checkpoints").glob("*.pt")):
         return "resumable"
     return "new"
 

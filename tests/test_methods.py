@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
-import os
-import socket
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -344,9 +343,13 @@ def test_methods_on_cuda_with_bf16_autocast(method: str) -> None:
         assert chosen.predict(model, batch).fused_logits.shape == (6, 3)
 
 
-def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+def _ddp_worker(rank: int, world: int, out: str) -> None:
+    # A file store, not a TCP port: no port to race other test runs for (a port picked then released
+    # can be taken before the workers bind it).
+    store = f"file://{Path(out) / 'store'}"
+    dist.init_process_group(
+        "gloo", init_method=store, rank=rank, world_size=world, timeout=timedelta(seconds=120)
+    )
     torch.set_num_threads(1)
     results = {}
     for method in ("ogm-ge", "mla"):
@@ -362,8 +365,10 @@ def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
             chosen.train_step(wrapped, batch, *all_active(), optimizer, StepContext(0, step)).extra
             for step in range(2)
         ]
-        results[method] = {"params": [p.detach() for p in model.parameters()], "extras": extras}
+        results[method] = {"params": [p.detach().clone() for p in model.parameters()], "extras": extras}
+        del wrapped  # DDP's reducer goes before the process group it talks to
     torch.save(results, Path(out) / f"{rank}.pt")
+    dist.barrier()  # neither rank closes its connections while the other still has work in flight
     dist.destroy_process_group()
 
 
@@ -371,10 +376,7 @@ def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
 def test_methods_keep_ddp_ranks_identical(tmp_path: Path) -> None:
     """2 gloo processes: OGM-GE sums scores over ranks and seeds its noise by step, MLA averages its
     feature means, so every rank applies the same k, noise and projection."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.spawn(_ddp_worker, args=(2, port, str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_ddp_worker, args=(2, str(tmp_path)), nprocs=2, join=True)
     r0, r1 = (torch.load(tmp_path / f"{r}.pt", weights_only=True) for r in (0, 1))
     for method in ("ogm-ge", "mla"):
         assert r0[method]["extras"] == r1[method]["extras"]

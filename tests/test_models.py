@@ -142,9 +142,9 @@ def test_build_model_reports_bad_shapes_and_names() -> None:
         build_model({"audio": "spectrogram", "visual": "frames"}, SHAPES, 3, {"audio": "vgg"})
     with pytest.raises(ValueError, match="unknown model option 'heads'"):
         build_model(dict(KINDS), SHAPES, 3, {}, heads=True)
-    with pytest.raises(ValueError, match="encoder 'cnn' of 'audio' has no option 'chanels'; known: channels"):
+    with pytest.raises(ValueError, match=r"'chanels' \(did you mean 'channels'\?\); its options: channels"):
         build_model(dict(KINDS), SHAPES, 3, {"audio": "cnn"}, encoder_options={"audio": {"chanels": [4]}})
-    with pytest.raises(ValueError, match="fusion 'film' has no option 'gate'; known: target"):
+    with pytest.raises(ValueError, match="fusion 'film' has no option 'gate'; its options: target"):
         build_model(dict(KINDS), SHAPES, 3, {}, fusion="film", fusion_options={"gate": "audio"})
     with pytest.raises(ValueError, match="takes frames or images"):
         ENCODERS.get("resnet50")("spectrogram", 8)

@@ -130,7 +130,7 @@ def test_bad_inputs_get_one_line_each_and_the_rest_is_cached(bad_dataset, tmp_pa
 def test_strict_stops_keeps_journal_and_a_rerun_resumes(tmp_path: Path):
     root = tmp_path / "raw"
     root.mkdir()
-    rows = good_rows(root, 4)
+    rows = good_rows(root, 6)
     (root / "corrupt.mkv").write_bytes(b"not a video at all")
     write_manifest(root, rows + [("bad", "a", "corrupt.mkv", "corrupt.mkv")])
     out = tmp_path / "c.h5"
@@ -138,14 +138,14 @@ def test_strict_stops_keeps_journal_and_a_rerun_resumes(tmp_path: Path):
     assert result.exit_code == 1
     assert "--strict" in result.stderr and "corrupt.mkv" in result.stderr
     assert not out.exists()
-    assert len(list(out.with_name("c.h5.parts").glob("*.npz"))) == 4  # nothing decoded is lost
+    assert len(list(out.with_name("c.h5.parts").glob("*.npz"))) == 6  # nothing decoded is lost
     assert "corrupt.mkv" in errors_csv_path(out).read_text()
 
-    result = manifest_cli(root, out)
+    result = manifest_cli(root, out, "--val-fraction", "0.3")  # 6 samples: keep some for val
     assert result.exit_code == 0, result.output
-    assert "resuming: 4 of 5" in result.stderr
+    assert "resuming: 6 of 7" in result.stderr
     with h5py.File(out) as f:
-        assert f["label"].shape == (4,)
+        assert f["label"].shape == (6,)
 
 
 def test_strict_refuses_a_bad_manifest_row_before_decoding(bad_dataset, tmp_path: Path):
@@ -175,7 +175,7 @@ def test_unknown_option_and_dataset_are_one_line_errors(tmp_path: Path):
     result = invoke("prep", "nosuch", "--out", str(tmp_path / "x.h5"))
     assert result.exit_code == 1 and "unknown dataset 'nosuch'" in result.stderr
     with pytest.raises(PrepFailed, match="size"):
-        run_prep("manifest", tmp_path, tmp_path / "x.h5", size=3)
+        run_prep("manifest", tmp_path / "raw", tmp_path / "x.h5", size=3)
 
 
 def _items(n_per_class: int, classes: int = 3, group_count: int = 0) -> list[SourceItem]:

@@ -308,6 +308,19 @@ def test_bad_input_gives_one_clear_line(tmp_path: Path) -> None:
     assert "metrics.parquet: not a readable Parquet file" in result.output
 
 
+def test_a_damaged_run_is_warned_about_and_left_out(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    for seed in (0, 1):
+        write_run(root, "uniform", "joint", seed)
+    damaged = write_run(root, "uniform", "joint", 2)
+    steps = (damaged / "steps.parquet").read_bytes()
+    (damaged / "steps.parquet").write_bytes(steps[: len(steps) // 2])
+    result = CliRunner().invoke(app, ["report", str(root), "--out", str(tmp_path / "r.md")])
+    assert result.exit_code == 0, result.output
+    assert f"damaged run left out: {damaged / 'steps.parquet'}: not a readable Parquet file" in result.output
+    assert "| Uniform/Joint |" in result.output and "| 2 |" in result.output  # the two intact seeds
+
+
 def test_cli_writes_report_and_prints_the_main_table(sweep: Path, tmp_path: Path) -> None:
     out = tmp_path / "cli.md"
     result = CliRunner().invoke(app, ["report", str(sweep), "--out", str(out), "--metric", "acc"])

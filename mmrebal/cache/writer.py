@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import shutil
 import time
 from collections.abc import Sequence
@@ -24,16 +23,7 @@ import numpy as np
 
 from mmrebal import __version__
 from mmrebal.cache.format import FORMAT_VERSION, SPLITS, CacheError, attr_value
-
-
-def atomic_write_bytes(path: Path, payload: bytes) -> None:
-    """Write ``payload`` so readers see either the old file or the whole new one, never a torn one."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        fh.write(payload)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+from mmrebal.storage import StorageError, atomic_path, atomic_write_bytes, free_space, human_size
 
 
 @dataclass(frozen=True)
@@ -84,6 +74,54 @@ class SampleJournal:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+class _AbandonableFile(io.FileIO):
+    """The HDF5 file's bytes, written through Python so that a refused write never reaches HDF5.
+
+    HDF5 cannot always unwind from a failed write (a full disk during assembly ended in a segfault
+    while h5py freed its objects), so the first ``OSError`` is kept, later writes are dropped, HDF5
+    finishes on a file that will be abandoned, and the error is raised on exit instead.
+    """
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path, "w+")
+        self.failure: OSError | None = None
+
+    def write(self, data: Any) -> int:
+        size = memoryview(data).nbytes
+        if self.failure is None:
+            try:
+                return super().write(data) or 0
+            except OSError as exc:
+                self.failure = exc
+        return size
+
+    def truncate(self, size: int | None = None) -> int:
+        if self.failure is None:
+            try:
+                return super().truncate(size)
+            except OSError as exc:
+                self.failure = exc
+        return size or 0
+
+    def __exit__(self, *exc: object) -> None:
+        super().__exit__(*exc)
+        if self.failure is not None:
+            raise self.failure
+
+
+def check_free_space(out: Path, payload_bytes: int) -> None:
+    """Refuse before HDF5 starts writing: a full disk in the middle of an HDF5 write is not an error
+    h5py can always report (the library may crash), so the space is checked first."""
+    probe = out.parent if out.parent.exists() else Path.cwd()
+    need = int(payload_bytes * 1.01) + 2**20  # chunk index and attributes: well under 1% here
+    free = shutil.disk_usage(probe).free
+    if free < need:
+        raise StorageError(
+            f"cannot write {out}: it needs about {human_size(need)} and {free_space(out)} is free "
+            "there; free some space or write elsewhere (the decoded samples are kept, re-run to resume)"
+        )
+
+
 def assemble(
     journal: SampleJournal,
     entries: Sequence[Entry],
@@ -104,44 +142,40 @@ def assemble(
         if e.split not in SPLITS:
             raise CacheError(f"{out}: sample {e.sample_id!r} has unknown split {e.split!r}")
     first = journal.read(entries[0].sample_id)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     n = len(entries)
-    try:
-        with h5py.File(tmp, "w") as f:
-            f.attrs["format_version"] = FORMAT_VERSION
-            f.attrs["mmrebal_version"] = __version__
-            f.attrs["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-            for key, value in attrs.items():
-                f.attrs[key] = attr_value(value)
-            f.create_dataset("label", data=np.array([e.label for e in entries], dtype=np.int64))
-            f.create_dataset("split", data=np.array([e.split.encode() for e in entries]))
-            f.create_dataset("sample_id", data=np.array([e.sample_id.encode() for e in entries]))
-            f.create_dataset("class_names", data=np.array([c.encode() for c in class_names]))
-            arrays = {}
-            for key, value in first.items():
-                group_name = key.split("/", 1)[0]
-                group = f.require_group(group_name)
-                group.attrs["kind"] = modality_kinds[group_name]
-                arrays[key] = f.create_dataset(
-                    key,
-                    shape=(n, *value.shape),
-                    dtype=value.dtype,
-                    chunks=(1, *value.shape),
-                    compression=compression,
-                )
-            for row, entry in enumerate(entries):
-                sample = first if row == 0 else journal.read(entry.sample_id)
-                for key, ds in arrays.items():
-                    value = sample.get(key)
-                    if value is None or value.shape != ds.shape[1:]:
-                        got = None if value is None else value.shape
-                        raise CacheError(
-                            f"{entry.sample_id}: {key} has shape {got}, expected {ds.shape[1:]}; "
-                            "the preset must give every sample the same shape"
-                        )
-                    ds[row] = value
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    if compression is None:
+        check_free_space(out, n * sum(v.nbytes for v in first.values()))
+    with atomic_path(out) as tmp, _AbandonableFile(tmp) as raw, h5py.File(raw, "w") as f:
+        f.attrs["format_version"] = FORMAT_VERSION
+        f.attrs["mmrebal_version"] = __version__
+        f.attrs["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        for key, value in attrs.items():
+            f.attrs[key] = attr_value(value)
+        f.create_dataset("label", data=np.array([e.label for e in entries], dtype=np.int64))
+        f.create_dataset("split", data=np.array([e.split.encode() for e in entries]))
+        f.create_dataset("sample_id", data=np.array([e.sample_id.encode() for e in entries]))
+        f.create_dataset("class_names", data=np.array([c.encode() for c in class_names]))
+        arrays = {}
+        for key, value in first.items():
+            group_name = key.split("/", 1)[0]
+            group = f.require_group(group_name)
+            group.attrs["kind"] = modality_kinds[group_name]
+            arrays[key] = f.create_dataset(
+                key,
+                shape=(n, *value.shape),
+                dtype=value.dtype,
+                chunks=(1, *value.shape),
+                compression=compression,
+            )
+        for row, entry in enumerate(entries):
+            sample = first if row == 0 else journal.read(entry.sample_id)
+            for key, ds in arrays.items():
+                value = sample.get(key)
+                if value is None or value.shape != ds.shape[1:]:
+                    got = None if value is None else value.shape
+                    raise CacheError(
+                        f"{entry.sample_id}: {key} has shape {got}, expected {ds.shape[1:]}; "
+                        "the preset must give every sample the same shape"
+                    )
+                ds[row] = value
     return out

@@ -74,6 +74,7 @@ def prep_command(
     from mmrebal.cache.format import CacheError
     from mmrebal.prep.adapters import LayoutError
     from mmrebal.prep.runner import PrepFailed, run_prep
+    from mmrebal.storage import StorageError, is_storage_error, storage_error
 
     named = {"size": size, "audio_snr_db": audio_snr_db, "visual_noise": visual_noise}
     options = {**{k: v for k, v in named.items() if v is not None}, **parse_opts(opt or [])}
@@ -91,9 +92,14 @@ def prep_command(
             keep_raw=keep_raw,
             **options,
         )
-    except (PrepFailed, LayoutError, CacheError, KeyError, ValueError) as exc:
+    except (PrepFailed, LayoutError, CacheError, StorageError, KeyError, ValueError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
         typer.echo(f"error: {message}", err=True)
+        raise typer.Exit(1) from None
+    except OSError as exc:
+        if not is_storage_error(exc):
+            raise
+        typer.echo(f"error: {storage_error(Path(exc.filename or out), exc)}", err=True)
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
         typer.echo(

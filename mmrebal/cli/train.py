@@ -13,11 +13,15 @@ SAMPLER_OPT_HELP = "Sampler option KEY=VALUE (repeatable; VALUE parsed as a YAML
 
 @contextmanager
 def fail_cleanly() -> Iterator[None]:
-    """Turn the errors a user can fix (bad option, file, cache, NaN loss) into one line and exit 1."""
+    """Turn the errors a user can fix (bad option, file, cache, NaN loss, busy run dir, full disk)
+    into one line and exit 1."""
     from mmrebal.cache.format import CacheError
     from mmrebal.engine.checkpoint import CheckpointError
     from mmrebal.engine.config import ConfigError
+    from mmrebal.engine.rundir import RunDirError
     from mmrebal.engine.trainer import NonFiniteLoss
+    from mmrebal.prep.runner import PrepFailed  # building the default cache
+    from mmrebal.storage import StorageError, is_storage_error, storage_error
 
     try:
         yield
@@ -26,12 +30,20 @@ def fail_cleanly() -> Iterator[None]:
         CacheError,
         CheckpointError,
         NonFiniteLoss,
+        RunDirError,
+        StorageError,
+        PrepFailed,
         KeyError,
         ValueError,
         FileNotFoundError,
     ) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
         typer.echo(f"error: {message}", err=True)
+        raise typer.Exit(1) from None
+    except OSError as exc:
+        if not is_storage_error(exc):
+            raise
+        typer.echo(f"error: {storage_error(Path(exc.filename or '.'), exc)}", err=True)
         raise typer.Exit(1) from None
 
 
@@ -85,18 +97,22 @@ def train_command(
     augment_opt: list[str] | None = typer.Option(
         None, "--augment-opt", help="Augmentation option KEY=VALUE: scale, ratio, flip, per=frame|clip."
     ),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace a finished or unfinished run already in --out."
+    ),
 ) -> None:
     """Train a multimodal model with a sampler and a method; writes traces, checkpoints and a summary.
 
     Options not given here come from --config, then from --preset (default cpu).
 
-    --resume --out RUN_DIR reads RUN_DIR/config.yaml unless --config is given.
+    --resume --out RUN_DIR reads RUN_DIR/config.yaml unless --config is given; of the options,
+    only --lr, --scheduler, --step-size, --gamma and --epochs may change on resume.
     """
     flags = dict(locals())
     from mmrebal.engine.config import parse_options, resolve_config
 
     with fail_cleanly():
-        lists = ("config", "sampler_opt", "method_opt", "model_opt", "augment_opt")
+        lists = ("config", "sampler_opt", "method_opt", "model_opt", "augment_opt", "overwrite")
         given = {k: (str(v) if isinstance(v, Path) else v) for k, v in flags.items() if k not in lists}
         given["sampler_options"] = parse_options(sampler_opt, "--sampler-opt")
         given["method_options"] = parse_options(method_opt, "--method-opt")
@@ -108,4 +124,4 @@ def train_command(
 
         from mmrebal.engine.trainer import train
 
-        train(resolved)
+        train(resolved, overwrite=overwrite)

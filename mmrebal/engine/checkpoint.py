@@ -8,13 +8,17 @@ because the new one is written beside it and renamed into place only when comple
 
 from __future__ import annotations
 
-import os
+import io
+import pickle
 import random
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from mmrebal.engine.config import TrainConfig, config_from_dict
+from mmrebal.storage import atomic_write_bytes, writing
 
 _ARRAY = "__ndarray__"
 
@@ -68,28 +72,48 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Write ``state`` to ``path`` atomically (temp file in the same folder, fsync, rename)."""
+    """Write ``state`` to ``path`` atomically (temp file in the same folder, fsync, rename).
+
+    Serialised in memory first: torch's own file writer reports a full disk as an opaque
+    ``RuntimeError``, a plain write as the ``OSError`` that :mod:`mmrebal.storage` turns into one line.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            torch.save(to_safe(state), fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    buffer = io.BytesIO()
+    torch.save(to_safe(state), buffer)
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """A checkpoint written by :func:`save_checkpoint`, loaded with ``weights_only=True``."""
+    """A checkpoint written by :func:`save_checkpoint`, loaded with ``weights_only=True``; anything
+    else is one :class:`CheckpointError` line (never torch's advice to unpickle the file)."""
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"{path}: no such checkpoint; train first or pass --checkpoint PATH")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # torch raises several types for corrupt/unsafe files
-        raise CheckpointError(f"{path}: cannot be loaded safely ({type(exc).__name__}: {exc})") from None
+    except pickle.UnpicklingError:  # weights_only refused a Python object: it is never executed
+        raise CheckpointError(
+            f"{path}: holds Python objects besides tensors, so it was not written by mmrebal and is not "
+            "loaded (loading it could run code); pass a checkpoint that `mmrebal train` wrote"
+        ) from None
+    except Exception as exc:  # torch raises several types for truncated or foreign files
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path}: not a readable checkpoint ({first}); it may be truncated") from None
     return from_safe(state)
+
+
+RUN_KEYS = ("config", "model", "method", "run")
+
+
+def load_run_checkpoint(path: Path) -> tuple[dict[str, Any], TrainConfig]:
+    """A checkpoint of ``mmrebal train`` and the config it was trained with, checked key by key."""
+    state = load_checkpoint(path)
+    missing = [k for k in RUN_KEYS if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise CheckpointError(
+            f"{path}: not a checkpoint of `mmrebal train` (no {', '.join(missing)}: a plain state_dict or "
+            "another program's file); pass RUN_DIR/checkpoints/best.pt or last.pt"
+        )
+    return state, config_from_dict(state["config"], str(path))

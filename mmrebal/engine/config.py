@@ -2,7 +2,7 @@
 
 Resolution order (later wins): the dataclass defaults, the preset, the ``--config`` YAML file, the
 command-line flags that were given. A run's resolved ``config.yaml`` is itself a valid ``--config``
-file (its informational ``cache_attrs`` and ``versions`` sections are ignored on reading).
+file (its informational ``cache_attrs``, ``versions`` and ``changes`` sections are ignored on reading).
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ TRAIN_PRESETS: dict[str, dict[str, Any]] = {
                "step_size": 70},
 }  # fmt: skip
 
-INFO_SECTIONS = ("cache_attrs", "versions")
+INFO_SECTIONS = ("cache_attrs", "versions", "changes")
 
 
 class ConfigError(ValueError):
@@ -198,6 +198,19 @@ def read_yaml(path: Path) -> dict[str, Any]:
     return out
 
 
+def config_from_dict(data: Any, where: str) -> TrainConfig:
+    """A saved config (a checkpoint's), each key checked and coerced as a YAML file's would be."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: its config is not a mapping of option: value")
+    unknown = sorted(set(data) - set(_FIELDS))
+    if unknown:
+        raise ConfigError(
+            f"{where}: its config has option(s) {', '.join(unknown)} that this mmrebal does not know "
+            "(written by another version?)"
+        )
+    return TrainConfig(**{k: _coerce(k, v, where) for k, v in data.items()})
+
+
 def resolve_config(cli: dict[str, Any], config_file: Path | None = None) -> TrainConfig:
     """defaults <- preset <- YAML <- CLI; ``cli`` holds only the flags the user gave (None = not given)."""
     given = {k: v for k, v in cli.items() if v is not None and not (k in _DICT_FIELDS and not v)}
@@ -223,9 +236,14 @@ def versions() -> dict[str, str]:
     return {"mmrebal": __version__, "torch": str(torch.__version__), "python": platform.python_version()}
 
 
-def config_yaml(config: TrainConfig, cache_attrs: dict[str, Any]) -> str:
-    """The run's ``config.yaml``: every option, then the cache's attributes and the versions."""
+def config_yaml(
+    config: TrainConfig, cache_attrs: dict[str, Any], changes: list[dict[str, Any]] | None = None
+) -> str:
+    """The run's ``config.yaml``: every option, the cache's attributes, the versions and, for a
+    resumed run, the options changed on resume with the epoch each took effect at."""
     body = {**config.to_dict(), "cache_attrs": _plain(cache_attrs), "versions": versions()}
+    if changes:
+        body["changes"] = _plain(changes)
     return yaml.safe_dump(body, sort_keys=False)
 
 

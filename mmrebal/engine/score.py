@@ -12,9 +12,7 @@ from typing import Any
 
 from mmrebal.cache.dataset import CacheDataset
 from mmrebal.cache.format import read_info
-from mmrebal.cache.writer import atomic_write_bytes
-from mmrebal.engine.checkpoint import load_checkpoint
-from mmrebal.engine.config import TrainConfig
+from mmrebal.engine.checkpoint import load_run_checkpoint
 from mmrebal.engine.device import resolve_device
 from mmrebal.engine.traces import write_parquet
 from mmrebal.engine.trainer import build_components
@@ -22,6 +20,7 @@ from mmrebal.evaluation.scoring import scope_metrics, score_split
 from mmrebal.samplers.base import ScoreResult
 from mmrebal.samplers.bss import prediction_similarity
 from mmrebal.samplers.remix import kl_to_uniform
+from mmrebal.storage import atomic_write_bytes
 
 
 def checkpoint_path(run_dir: Path, checkpoint: str) -> Path:
@@ -58,8 +57,7 @@ def score_run(
     run_dir = Path(run_dir)
     ckpt_path = checkpoint_path(run_dir, checkpoint)
     target = resolve_device(device)
-    ckpt = load_checkpoint(ckpt_path)
-    config = TrainConfig(**ckpt["config"])
+    ckpt, config = load_run_checkpoint(ckpt_path)
     info = read_info(config.cache)
     model, method = build_components(config, info, target)
     model.load_state_dict(ckpt["model"])

@@ -7,7 +7,6 @@ rows of epochs after the checkpoint are dropped, so the traces equal an uninterr
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+
+from mmrebal.storage import atomic_path
 
 TRACE_FILES = {"steps": "steps.parquet", "metrics": "metrics.parquet", "samples": "samples.parquet"}
 
@@ -56,13 +57,8 @@ def _table(rows: list[dict[str, Any]]) -> pa.Table:
 def write_parquet(path: Path, rows: list[dict[str, Any]] | pa.Table) -> None:
     """Rows (or a table) to ``path`` through a temp file and a rename."""
     table = rows if isinstance(rows, pa.Table) else _table(rows)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 class TraceWriter:

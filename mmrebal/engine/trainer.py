@@ -18,7 +18,6 @@ import dataclasses
 import json
 import math
 import random
-import shutil
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -34,10 +33,9 @@ from rich.table import Table
 
 from mmrebal.cache.dataset import CacheDataset
 from mmrebal.cache.format import CacheInfo, read_info
-from mmrebal.cache.writer import atomic_write_bytes
-from mmrebal.engine import distributed
+from mmrebal.engine import distributed, rundir
 from mmrebal.engine.augment import build_augment
-from mmrebal.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from mmrebal.engine.checkpoint import load_run_checkpoint, rng_state, save_checkpoint, set_rng_state
 from mmrebal.engine.config import TrainConfig, config_yaml
 from mmrebal.engine.device import autocast_factory, move_batch, resolve_device
 from mmrebal.engine.distributed import DistContext
@@ -47,6 +45,7 @@ from mmrebal.methods import Method, StepContext, StepResult
 from mmrebal.samplers import create_sampler
 from mmrebal.samplers.base import Plan, ScoreResult, StepFeedback
 from mmrebal.samplers.discrepancy import CumulativeScore
+from mmrebal.storage import atomic_write_bytes
 
 
 class NonFiniteLoss(RuntimeError):
@@ -180,9 +179,9 @@ class CheckpointHook(Hook):
         if not trainer.dist.is_main:
             return
         state = trainer.checkpoint_state()
-        save_checkpoint(trainer.checkpoint_path("last"), state)
-        if trainer.improved:
+        if trainer.improved:  # best first: a crash in between leaves last.pt one epoch behind, never ahead
             save_checkpoint(trainer.checkpoint_path("best"), state)
+        save_checkpoint(trainer.checkpoint_path("last"), state)
 
 
 class ProgressHook(Hook):
@@ -243,8 +242,13 @@ class ProgressHook(Hook):
 class Trainer:
     """Builds everything a run needs from a :class:`TrainConfig` and runs it; see :func:`train`."""
 
-    def __init__(self, config: TrainConfig, console: Console | None = None) -> None:
+    def __init__(self, config: TrainConfig, console: Console | None = None, overwrite: bool = False) -> None:
+        if overwrite and config.resume:
+            raise rundir.RunDirError("--resume continues a run and --overwrite replaces it; choose one")
         self.console = console or Console()
+        self.overwrite = overwrite
+        self.lock: rundir.ExclusiveLock | None = None
+        self.changes: list[dict[str, Any]] = []  # options changed on resume, with their epoch
         self.dist: DistContext = distributed.from_environment()
         self.device = resolve_device(config.device, self.dist.local_rank)
         distributed.init_process_group(self.dist, self.device)
@@ -269,28 +273,21 @@ class Trainer:
         self.model, self.method = build_components(config, self.info, self.device)
         self.train_model = distributed.wrap_model(self.model, self.dist, self.device)
         train_set = self.datasets["train"]
-        try:
-            self.sampler = create_sampler(
-                config.sampler,
-                num_samples=len(train_set),
-                labels=train_set.labels,
-                modalities=self.modalities,
-                batch_size=config.batch_size,
-                epochs=config.epochs,
-                seed=config.seed,
-                **config.sampler_options,
-            )
-        except TypeError as exc:  # an option the sampler does not take
-            raise ValueError(f"sampler {config.sampler!r}: {exc}; check --sampler-opt") from None
+        self.sampler = create_sampler(
+            config.sampler,
+            config.sampler_options,
+            num_samples=len(train_set),
+            labels=train_set.labels,
+            modalities=self.modalities,
+            batch_size=config.batch_size,
+            epochs=config.epochs,
+            seed=config.seed,
+        )
         self.warnings = self.sampler.config_warnings() + self.method.config_warnings(
             config.epochs, config.optimizer
         )
         self.optimizer = self._optimizer()
-        self.scheduler = (
-            torch.optim.lr_scheduler.StepLR(self.optimizer, config.step_size, config.gamma)
-            if config.scheduler == "step"
-            else None
-        )
+        self.scheduler = self._scheduler()
         self.autocast = autocast_factory(self.device, config.bf16)
         self.augment = (
             build_augment(self.info.modalities, config.seed, self.dist.rank, config.augment_options)
@@ -324,8 +321,16 @@ class Trainer:
         cls = torch.optim.Adam if c.optimizer == "adam" else torch.optim.AdamW
         return cls(params, lr=c.lr, weight_decay=c.weight_decay)
 
+    def _scheduler(self) -> torch.optim.lr_scheduler.LRScheduler | None:
+        c = self.config
+        return (
+            torch.optim.lr_scheduler.StepLR(self.optimizer, c.step_size, c.gamma)
+            if c.scheduler == "step"
+            else None
+        )
+
     def checkpoint_path(self, which: str) -> Path:
-        return self.run_dir / "checkpoints" / f"{which}.pt"
+        return rundir.checkpoint_path(self.run_dir, which)
 
     def checkpoint_state(self) -> dict[str, Any]:
         return {
@@ -339,22 +344,35 @@ class Trainer:
             "rng": rng_state(),
             "run": vars(self.state).copy(),
             "val": self.last_val,
+            "changes": self.changes,
         }
 
-    def restore(self, path: Path) -> None:
-        """Continue from a checkpoint exactly where it was written (end of its epoch)."""
-        ckpt = load_checkpoint(path)  # CPU first: RNG states must stay host tensors
+    def restore(self, path: Path) -> str | None:
+        """Continue from a checkpoint exactly where it was written (end of its epoch), with the options
+        that may change applied; returns a note on what was repaired or changed."""
+        ckpt, saved = load_run_checkpoint(path)  # CPU first: RNG states must stay host tensors
+        completed = ckpt["run"]["epoch"] + 1
+        changed = rundir.resume_changes(saved.to_dict(), self.config.to_dict(), completed)
+        records = rundir.change_records(changed, completed)
+        self.changes = [*ckpt.get("changes", []), *records]
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
-        if self.scheduler is not None:
+        if changed.keys() & set(rundir.SCHEDULE):  # --lr/--scheduler given anew: applied from here on
+            for group in self.optimizer.param_groups:
+                group["lr"] = group["initial_lr"] = self.config.lr
+            self.scheduler = self._scheduler()
+        elif self.scheduler is not None:
             self.scheduler.load_state_dict(ckpt["scheduler"])
         self.sampler.load_state_dict(ckpt["sampler"])
         self.method.load_state_dict(ckpt["method"])
         self.cumulative.load_state_dict(ckpt["cumulative"])
+        repaired = self.dist.is_main and rundir.reconcile_best(self.run_dir, ckpt["run"], self.config.epochs)
         self.state = RunState(**ckpt["run"])
         self.last_val = ckpt["val"]
         set_rng_state(ckpt["rng"])
         self.traces.resume(self.state.epoch)
+        notes = [repaired, records and f"from epoch {completed}: {rundir.describe(records)}"]
+        return "; ".join(n for n in notes if n) or None
 
     def ran_with(self) -> dict[str, dict[str, Any]]:
         """The sampler's and the method's options with their defaults filled in, for the report."""
@@ -368,25 +386,32 @@ class Trainer:
         }
 
     def prepare_run_dir(self) -> None:
-        """Resume from ``last.pt`` when asked; otherwise start clean (stale traces and summary removed)."""
+        """Lock the run dir; resume from ``last.pt`` when asked; otherwise start clean (see :mod:`rundir`)."""
+        if self.dist.is_main:
+            self.lock = rundir.lock(self.run_dir)
         last = self.checkpoint_path("last")
         if self.config.resume and last.exists():
-            self.restore(last)
+            note = self.restore(last)
             if self.dist.is_main:
-                self.console.print(f"resuming from {last} after epoch {self.state.epoch}", highlight=False)
-        elif self.dist.is_main:
-            if self.config.resume:
-                self.console.print(f"no checkpoint at {last}; starting from scratch", highlight=False)
-            elif last.exists():
-                self.console.print(f"{self.run_dir}: replacing the earlier run (--resume continues one)")
-            (self.run_dir / "summary.json").unlink(missing_ok=True)
-            for name in ("steps.parquet", "metrics.parquet", "samples.parquet"):
-                (self.run_dir / name).unlink(missing_ok=True)
-            shutil.rmtree(self.run_dir / "checkpoints", ignore_errors=True)
+                self.console.print(
+                    f"resuming from {last} after epoch {self.state.epoch}", highlight=False, soft_wrap=True
+                )
+                if note:
+                    self.console.print(note, highlight=False, soft_wrap=True)
+        else:
+            rundir.check_fresh_start(self.run_dir, self.config.resume, self.overwrite)
+            if self.dist.is_main:
+                if self.config.resume:
+                    self.console.print(f"no checkpoint at {last}; starting from scratch", highlight=False)
+                elif rundir.existing_run(self.run_dir):
+                    self.console.print(
+                        f"{self.run_dir}: replacing the earlier run (--overwrite)", soft_wrap=True
+                    )
+                rundir.clear(self.run_dir)
         if self.dist.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_bytes(
-                self.run_dir / "config.yaml", config_yaml(self.config, self.info.attrs).encode()
+                self.run_dir / "config.yaml",
+                config_yaml(self.config, self.info.attrs, self.changes).encode(),
             )
             for line in self.warnings:
                 self.console.print(f"warning: {line}", highlight=False, soft_wrap=True)
@@ -592,7 +617,7 @@ class Trainer:
     def finish(self) -> dict[str, Any]:
         """Load the checkpoint selected on val, score val and TEST with it, write summary and traces."""
         distributed.barrier(self.dist)
-        best = load_checkpoint(self.checkpoint_path("best"))
+        best, _ = load_run_checkpoint(self.checkpoint_path("best"))
         self.model.load_state_dict(best["model"])
         self.method.load_state_dict(best["method"])
         epoch = self.state.best_epoch
@@ -606,6 +631,7 @@ class Trainer:
             "warnings": self.warnings,
             "options": self.ran_with(),
             **results,
+            **({"changes": self.changes} if self.changes else {}),
         }
         if self.dist.is_main:
             test_rows = [
@@ -629,10 +655,15 @@ def summary_table(results: dict[str, dict[str, dict[str, float]]], best_epoch: i
     return table
 
 
-def train(config: TrainConfig, console: Console | None = None) -> dict[str, Any]:
-    """Run one training job end to end and return its summary (also in ``RUN_DIR/summary.json``)."""
-    trainer = Trainer(config, console)
+def train(config: TrainConfig, console: Console | None = None, overwrite: bool = False) -> dict[str, Any]:
+    """Run one training job end to end and return its summary (also in ``RUN_DIR/summary.json``);
+    ``overwrite`` allows replacing a run already in ``config.out``."""
+    trainer = Trainer(config, console, overwrite)
     try:
-        return trainer.run()
+        summary = trainer.run()
+        distributed.barrier(trainer.dist)  # no rank tears the group down while another still uses it
+        return summary
     finally:
+        if trainer.lock is not None:
+            trainer.lock.release()
         distributed.shutdown(trainer.dist)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mmrebal.media import MediaError, ffmpeg_reason
+from mmrebal.media import MediaError, check_complete, declared_seconds, ffmpeg_reason
 
 
 @cache
@@ -21,8 +21,9 @@ def _soundfile_suffixes() -> frozenset[str]:
     return frozenset("." + ext.lower() for ext in soundfile.available_formats())
 
 
-def read_audio(path: Path, sample_rate: int) -> np.ndarray:
-    """Mono float32 waveform of a sound file or of a video's first audio track at ``sample_rate``."""
+def read_audio(path: Path, sample_rate: int, min_duration_s: float = 0.0) -> np.ndarray:
+    """Mono float32 waveform of a sound file or of a video's first audio track at ``sample_rate``;
+    shorter than ``min_duration_s``, or shorter than its container declares, is a ``MediaError``."""
     path = Path(path)
     if not path.is_file():
         raise MediaError(f"{path}: no such file; check the path")
@@ -32,6 +33,11 @@ def read_audio(path: Path, sample_rate: int) -> np.ndarray:
         wave, rate = _read_track(path)
     if wave.size == 0:
         raise MediaError(f"{path}: empty audio (0 samples); re-export the file or drop it from the dataset")
+    if wave.size < min_duration_s * rate:
+        raise MediaError(
+            f"{path}: audio too short ({1000 * wave.size / rate:.0f} ms; the preset needs at least "
+            f"{min_duration_s:g} s); drop the file or use a preset that allows it"
+        )
     return resample(wave, rate, sample_rate)
 
 
@@ -63,6 +69,7 @@ def _read_track(path: Path) -> tuple[np.ndarray, int]:
             stream = container.streams.audio[0]
             stream.codec_context.thread_count = 1
             rate = int(stream.codec_context.sample_rate or stream.rate)
+            declared = declared_seconds(stream)
             chunks, planar, channels = [], True, 1
             for frame in container.decode(stream):
                 chunks.append(frame.to_ndarray())
@@ -75,7 +82,9 @@ def _read_track(path: Path) -> tuple[np.ndarray, int]:
         ) from None
     if not chunks:
         return np.zeros(0, np.float32), rate
-    return _mono(np.concatenate(chunks, axis=1), planar, channels), rate
+    wave = _mono(np.concatenate(chunks, axis=1), planar, channels)
+    check_complete(path, "audio", wave.size / rate, declared)
+    return wave, rate
 
 
 def _mono(samples: np.ndarray, planar: bool, channels: int) -> np.ndarray:

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 
-from mmrebal.media import MediaError, ffmpeg_reason
+from mmrebal.media import MediaError, check_complete, declared_seconds, ffmpeg_reason
+from mmrebal.storage import atomic_path
 
 log = logging.getLogger(__name__)
 _fallback_logged = False
@@ -58,6 +58,7 @@ def read_frames(
     path = Path(path)
     if not path.is_file():
         raise MediaError(f"{path}: no such file; check the path")
+    _check_video_complete(path)
     try:
         return _read_decord(path, num_frames, size, fps, frame_range)
     except Exception as err:  # decord raises its own error types and plain RuntimeErrors
@@ -66,6 +67,29 @@ def read_frames(
             log.info("decord could not read %s (%s); using PyAV for such files", path, err)
             _fallback_logged = True
     return _read_pyav(path, num_frames, size, fps, frame_range)
+
+
+def _check_video_complete(path: Path) -> None:
+    """Demux (no decoding) the video stream and compare where its packets end with the declared
+    duration: decord reads a clip cut in half without an error, repeating frames for the missing part."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                return
+            stream = container.streams.video[0]
+            declared = declared_seconds(stream)
+            if declared is None:
+                return
+            ends = [
+                p.pts + (p.duration or 0) for p in container.demux(stream) if p.size and p.pts is not None
+            ]
+            start = stream.start_time or 0
+            present = float((max(ends, default=start) - start) * stream.time_base)
+    except (av.FFmpegError, ValueError, OSError):
+        return  # the decoders below report a file they cannot read, with their own reason
+    check_complete(path, "video", present, declared)
 
 
 def _span_indices(
@@ -186,27 +210,22 @@ def write_clip(
     container_format = {".mp4": "mp4", ".mkv": "matroska", ".mov": "mov", ".flv": "flv"}.get(suffix)
     if container_format is None:
         raise ValueError(f"{path}: write_clip writes .mp4, .mkv, .mov or .flv")
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with av.open(str(tmp), "w", format=container_format) as container:
-            video = container.add_stream("libx264", rate=round(fps) if float(fps).is_integer() else fps)
-            video.width, video.height = frames.shape[2], frames.shape[1]
-            video.pix_fmt = "yuv420p"
-            video.options = {"preset": "ultrafast"}
-            video.codec_context.thread_count = 1
-            if audio is not None:
-                codec = "aac" if suffix in (".mp4", ".flv") else "pcm_s16le"
-                sound = container.add_stream(codec, rate=int(sample_rate))
-                sound.layout = "mono"
-            for frame in frames:
-                container.mux(video.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-            container.mux(video.encode())
-            if audio is not None:
-                wave = np.clip(np.asarray(audio, dtype=np.float32), -1.0, 1.0).reshape(1, -1)
-                chunk = av.AudioFrame.from_ndarray(np.ascontiguousarray(wave), format="fltp", layout="mono")
-                chunk.sample_rate = int(sample_rate)
-                container.mux(sound.encode(chunk))
-                container.mux(sound.encode())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(path) as tmp, av.open(str(tmp), "w", format=container_format) as container:
+        video = container.add_stream("libx264", rate=round(fps) if float(fps).is_integer() else fps)
+        video.width, video.height = frames.shape[2], frames.shape[1]
+        video.pix_fmt = "yuv420p"
+        video.options = {"preset": "ultrafast"}
+        video.codec_context.thread_count = 1
+        if audio is not None:
+            codec = "aac" if suffix in (".mp4", ".flv") else "pcm_s16le"
+            sound = container.add_stream(codec, rate=int(sample_rate))
+            sound.layout = "mono"
+        for frame in frames:
+            container.mux(video.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(video.encode())
+        if audio is not None:
+            wave = np.clip(np.asarray(audio, dtype=np.float32), -1.0, 1.0).reshape(1, -1)
+            chunk = av.AudioFrame.from_ndarray(np.ascontiguousarray(wave), format="fltp", layout="mono")
+            chunk.sample_rate = int(sample_rate)
+            container.mux(sound.encode(chunk))
+            container.mux(sound.encode())

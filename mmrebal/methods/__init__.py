@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,17 +14,9 @@ __all__ = ["METHODS", "Method", "ModalityStats", "StepContext", "StepResult", "c
 
 
 def create_method(name: str, modalities: Sequence[str], **options: Any) -> Method:
-    """Build method ``name``; an unknown option is one clear error listing the valid ones."""
+    """Build method ``name``; a wrong option name or value is one clear error (see ``Registry.build``)."""
     _load_builtin()
-    cls = METHODS.get(name)
-    accepted = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "modalities")]
-    unknown = [k for k in options if k not in accepted]
-    if unknown:
-        raise ValueError(
-            f"method {name!r} has no option {', '.join(map(repr, unknown))}; "
-            f"its options: {', '.join(accepted) or 'none'}"
-        )
-    return cls(modalities, **options)
+    return METHODS.build(name, options, modalities=modalities)
 
 
 def _load_builtin() -> None:

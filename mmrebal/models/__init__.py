@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 from mmrebal.models.encoders import DEFAULT_ENCODER, ENCODERS
 from mmrebal.models.fusion import FUSIONS, Fusion
 from mmrebal.models.model import ModelOutput, MultimodalModel
+from mmrebal.registry import check_options
 
 __all__ = ["ENCODERS", "FUSIONS", "Fusion", "ModelOutput", "MultimodalModel", "build_model"]
 
@@ -33,17 +33,9 @@ def _check_shape(modality: str, kind: str, shapes: dict[str, tuple[int, ...]]) -
         raise ValueError(f"{key} has per-sample shape {shapes[key]}, expected {rank} dimensions for {kind}")
 
 
-def _check_options(what: str, factory: Any, given: dict[str, Any]) -> None:
-    """One clear line for a misspelt option instead of a TypeError from deep inside a constructor."""
-    params = inspect.signature(factory).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return
-    known = [n for n in params if n not in ("kind", "feature_dim", "modalities", "num_classes")]
-    wrong = [k for k in given if k not in known]
-    if wrong:
-        raise ValueError(
-            f"{what} has no option {', '.join(map(repr, wrong))}; known: {', '.join(known) or 'none'}"
-        )
+def _check_options(what: str, factory: Any, given: dict[str, Any]) -> dict[str, Any]:
+    """One clear line for a misspelt option or a wrong value instead of an error from deep inside."""
+    return check_options(what, factory, given, reserved=("kind", "feature_dim", "modalities", "num_classes"))
 
 
 def build_model(
@@ -85,9 +77,9 @@ def build_model(
         _check_shape(m, kind, shapes)
         name = encoders.get(m, DEFAULT_ENCODER[kind])
         factory = ENCODERS.get(name)
-        _check_options(f"encoder {name!r} of {m!r}", factory, options.get(m, {}))
-        built[m] = factory(kind, feature_dim, **options.get(m, {}))
+        checked = _check_options(f"encoder {name!r} of {m!r}", factory, options.get(m, {}))
+        built[m] = factory(kind, feature_dim, **checked)
     fusion_cls = FUSIONS.get(fusion)
-    _check_options(f"fusion {fusion!r}", fusion_cls, fusion_options or {})
-    fusion_module = fusion_cls(list(modalities), feature_dim, num_classes, **(fusion_options or {}))
+    fusion_kwargs = _check_options(f"fusion {fusion!r}", fusion_cls, fusion_options or {})
+    fusion_module = fusion_cls(list(modalities), feature_dim, num_classes, **fusion_kwargs)
     return MultimodalModel(dict(modalities), built, fusion_module, feature_dim, num_classes, unimodal_logits)

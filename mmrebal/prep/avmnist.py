@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mmrebal.storage import atomic_path
+
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 # eSpeak NG voice variants. The "breath" variants (f2, f3, f5, ...) are left out: their breath noise
 # is not reproducible from run to run, and a resumed prep must match an uninterrupted one.
@@ -126,10 +128,8 @@ def synthesize_speech(recipes: list[SampleRecipe], path: Path) -> tuple[np.ndarr
 
     words = [tts.speak(DIGIT_WORDS[r.label], r.voice, r.rate, r.pitch) for r in recipes]
     offsets = np.concatenate([[0], np.cumsum([len(w) for w in words])]).astype(np.int64)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as fh:
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         np.save(fh, np.concatenate(words) if words else np.zeros(0, np.int16))
-    os.replace(tmp, path)
     return offsets, tts.sample_rate()
 
 

@@ -28,6 +28,8 @@ class AudioPreset:
     or trimmed to ``num_frames_out`` after the log, as the AST-style loaders do.
     ``tile``: repeat a short waveform to ``duration_s`` (else zero-pad); ``clip``: clamp to [-1, 1].
     ``normalize``: (mean, std) applied as (x - mean) / std, or None.
+    ``min_duration_s``: shorter audio is refused as damaged (a 10 ms file tiled or padded to seconds is
+    not a sample of its class); 0.1 s is below any spoken digit or sound event of the anchors' datasets.
     """
 
     sample_rate: int
@@ -45,6 +47,7 @@ class AudioPreset:
     log_eps: float = 1e-7
     preemphasis: float = 0.97
     low_freq: float = 20.0
+    min_duration_s: float = 0.1
 
     @property
     def num_samples(self) -> int:

@@ -16,6 +16,7 @@ the first one and keeps the journal so nothing already decoded is lost.
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import inspect
 import io
@@ -24,18 +25,20 @@ import multiprocessing
 import os
 import shutil
 import signal
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mmrebal.cache.writer import Entry, SampleJournal, assemble, atomic_write_bytes
+from mmrebal.cache.writer import Entry, SampleJournal, assemble
 from mmrebal.media import MediaError
 from mmrebal.prep.adapters import ADAPTERS, Adapter, PrepIssue, SourceItem, load_builtin
 from mmrebal.prep.presets import PRESETS, Preset
 from mmrebal.prep.splits import grouped_holdout, stratified_carve
+from mmrebal.storage import Busy, ExclusiveLock, atomic_write_bytes, remove_stale_temps, writing
 
 IN_FLIGHT_PER_WORKER = 4
 
@@ -68,6 +71,40 @@ def errors_csv_path(out: Path) -> Path:
     return out.with_name(f"{out.stem}.prep_errors.csv")
 
 
+def lock_output(out: Path) -> ExclusiveLock:
+    """Hold ``.<out>.lock`` for this prep, or refuse naming the process that holds it; then remove
+    the temp files that killed preps left (a half-assembled cache, journal samples in flight)."""
+    out = Path(out)
+    try:
+        held = ExclusiveLock(out.with_name(f".{out.name}.lock"), "mmrebal prep")
+    except Busy as exc:
+        raise PrepFailed(
+            f"{out} is being written by {exc}; wait for it to finish or choose another --out"
+        ) from None
+    remove_stale_temps(out)
+    for stale in out.with_name(out.name + ".parts").glob(".*.tmp-*"):
+        stale.unlink(missing_ok=True)
+    return held
+
+
+def _exclusive_output(prep: Callable[..., PrepReport]) -> Callable[..., PrepReport]:
+    """Run ``prep`` holding its output's lock (:func:`lock_output`) for the whole call, once the
+    output is known to lie outside the source (:func:`check_output_place`)."""
+
+    @functools.wraps(prep)
+    def locked(*args: Any, **kwargs: Any) -> PrepReport:
+        given = inspect.signature(prep).bind(*args, **kwargs).arguments
+        check_output_place(given["dataset"], given["root"], given["out"])
+        held = lock_output(given["out"])
+        try:
+            return prep(*args, **kwargs)
+        finally:
+            held.release()
+
+    return locked
+
+
+@_exclusive_output
 def run_prep(
     dataset: str,
     root: Path | None,
@@ -81,7 +118,8 @@ def run_prep(
     keep_raw: bool = False,
     **options: Any,
 ) -> PrepReport:
-    """Build ``out`` from the raw dataset at ``root`` (see the module docstring for the stages).
+    """Build ``out`` from the raw dataset at ``root`` (see the module docstring for the stages);
+    one prep at a time per ``out`` (a second one is refused, naming the first one's pid).
 
     ``options`` go to the adapter's ``scan`` (unknown names are refused); ``seed`` is passed too when
     the adapter takes one, so one seed fixes every random choice of the prep. ``test_fraction`` is
@@ -93,7 +131,8 @@ def run_prep(
         if not 0.0 <= value < 1.0:
             raise PrepFailed(f"{flag} must be in [0, 1), got {value}")
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    with writing(out):
+        out.parent.mkdir(parents=True, exist_ok=True)
     adapter = adapter_class(dataset)()
     chosen = PRESETS.get(preset or adapter.default_preset)
     synthetic = bool(getattr(adapter, "synthetic", False))
@@ -107,6 +146,9 @@ def run_prep(
         log.note(note)
     for issue in issues:
         log.issue(issue)
+    if not items:
+        listed = f"; {len(issues)} problem(s) listed in {_write_errors(out, issues)}" if issues else ""
+        raise PrepFailed(f"{root or raw_dir}: the source lists no sample{listed}; nothing was written")
     if strict and issues:
         _write_errors(out, issues)
         raise PrepFailed(
@@ -133,12 +175,14 @@ def run_prep(
     done = [item for item in items if journal.done(item.sample_id)]
     errors_csv = _write_errors(out, issues)
     if not done:
+        journal.remove()  # holds no sample: nothing to resume from
         raise PrepFailed(f"{out}: no sample could be cached ({len(issues)} problem(s), see {errors_csv})")
     class_names = adapter.class_names(items)
     splits, split_attrs = assign_splits(items, class_names, val_fraction, test_fraction, seed)
     if getattr(adapter, "split_method", ""):  # how the adapter split a source that ships no split lists
         split_attrs["test_split"] = {"method": adapter.split_method}
     entries = [Entry(i.sample_id, class_names.index(i.label), splits[i.sample_id]) for i in done]
+    check_splits(out, entries, journal.dir)
     attrs = {
         "dataset": dataset,
         **chosen.params(),
@@ -166,6 +210,30 @@ def run_prep(
         time.perf_counter() - started,
         errors_csv,
     )
+
+
+def check_splits(out: Path, entries: list[Entry], journal_dir: Path) -> None:
+    """Every cache promises train, val and test samples; refuse (journal kept) to write one without."""
+    counts = {s: sum(e.split == s for e in entries) for s in ("train", "val", "test")}
+    empty = [s for s, n in counts.items() if n == 0]
+    if empty:
+        have = ", ".join(f"{s} {n}" for s, n in counts.items())
+        raise PrepFailed(
+            f"{out}: the {' and '.join(empty)} split would be empty ({have} of {len(entries)} decoded "
+            f"samples); add samples, or change --val-fraction/--test-fraction (decoded samples stay "
+            f"in {journal_dir})"
+        )
+
+
+def check_output_place(dataset: str, root: Path | None, out: Path) -> None:
+    """Refuse a cache inside the raw dataset folder: the prep's own files (``prep_errors.csv``, the
+    journal) would become part of the source it scans, so the next run would not resume."""
+    if root is None or not Path(root).is_dir() or getattr(adapter_class(dataset), "synthetic", False):
+        return
+    if Path(root).resolve() in Path(out).resolve().parents:
+        raise PrepFailed(
+            f"--out {out} is inside --root {root}; write the cache outside the raw dataset folder"
+        )
 
 
 def resolve_options(adapter: Adapter, options: dict[str, Any], seed: int) -> dict[str, Any]:
@@ -285,11 +353,24 @@ def _init_worker(adapter: Adapter, preset: Preset, out: Path, journal_key: str) 
     _worker_state.update(adapter=adapter, preset=preset, journal=SampleJournal(out, journal_key))
 
 
-def _init_pool_worker(adapter: Adapter, preset: Preset, out: Path, journal_key: str) -> None:
+def _exit_with_parent(parent: int, period_s: float = 0.5) -> None:
+    """Stop this worker once ``parent`` is gone (``kill -9`` of the prep leaves no decoders running:
+    the pool cannot tell them, so each watches its parent pid)."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(period_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+def _init_pool_worker(adapter: Adapter, preset: Preset, out: Path, journal_key: str, parent: int) -> None:
     """``_init_worker`` in a pool process, with its native thread pools cut to one thread: the
     environment covers libraries loaded later, ``threadpool_limits`` those already loaded (numpy's)."""
     from threadpoolctl import threadpool_limits
 
+    _exit_with_parent(parent)
     # Ctrl-C reaches the whole process group: the parent stops the pool, so a worker must not die
     # of it with a traceback of its own (it would interrupt a journal write, or print from its idle loop).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -347,7 +428,7 @@ def _decode_all(
                         yield issue
             return
         context = multiprocessing.get_context("spawn")
-        initargs = (adapter, preset, out, journal_key)
+        initargs = (adapter, preset, out, journal_key, os.getpid())
         with ProcessPoolExecutor(
             workers, mp_context=context, initializer=_init_pool_worker, initargs=initargs
         ) as pool:

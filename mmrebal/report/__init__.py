@@ -7,7 +7,6 @@ it) or the main table as CSV / LaTeX.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from mmrebal.report.tables import (
     to_latex,
 )
 from mmrebal.report.tables import to_markdown as table_markdown
+from mmrebal.storage import atomic_write_bytes
 
 FORMATS = {"md": ".md", "csv": ".csv", "latex": ".tex"}
 
@@ -56,9 +56,7 @@ def parse_metrics(text: str) -> list[str]:
 
 def _atomic_write(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic_write_bytes(path, text.encode())
 
 
 def _markdown(

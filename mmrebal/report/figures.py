@@ -8,7 +8,6 @@ builder returns a :class:`FigureResult`; when no run carries the data it says wh
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from mmrebal.report.runs import Run, RunGroup
+from mmrebal.storage import atomic_path
 
 
 @dataclass(frozen=True)
@@ -30,9 +30,8 @@ class FigureResult:
 
 def _save(fig: Figure, path: Path) -> None:
     """Atomic write: a reader never sees half a PNG."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
 
 
 def _panels(count: int) -> tuple[Figure, list[Axes]]:

@@ -159,8 +159,25 @@ def load_run(path: Path) -> Run:
     return Run(path=path, config=config, summary=summary)
 
 
+TRACE_FILES = ("steps.parquet", "metrics.parquet", "samples.parquet")
+
+
+def check_traces(run_dir: Path) -> None:
+    """Refuse a run whose trace files are cut short (their Parquet footer is the last thing written),
+    so that one damaged run is left out with a warning instead of stopping the report."""
+    import pyarrow.parquet as pq
+
+    for name in TRACE_FILES:
+        path = run_dir / name
+        if path.exists():
+            try:
+                pq.read_metadata(path)
+            except Exception as exc:  # pyarrow raises several error types for a damaged file
+                raise ReportError(f"{path}: not a readable Parquet file ({exc})") from None
+
+
 def find_runs(paths: list[Path]) -> tuple[list[Run], list[str]]:
-    """Every finished run at or below ``paths`` and a warning for each unfinished one."""
+    """Every finished run at or below ``paths`` and a warning for each unfinished or damaged one."""
     runs: list[Run] = []
     warnings: list[str] = []
     seen: set[Path] = set()
@@ -180,9 +197,16 @@ def find_runs(paths: list[Path]) -> tuple[list[Run], list[str]]:
             if not (run_dir / "summary.json").exists():
                 warnings.append(f"{run_dir}: unfinished (no summary.json), left out; finish it with --resume")
                 continue
-            runs.append(load_run(run_dir))
+            try:
+                run = load_run(run_dir)
+                check_traces(run_dir)
+            except ReportError as exc:
+                warnings.append(f"damaged run left out: {exc}")
+                continue
+            runs.append(run)
     if not runs:
-        raise ReportError(f"no finished runs under {', '.join(map(str, paths))}; nothing to report")
+        why = "".join(f"; {w}" for w in warnings)
+        raise ReportError(f"no finished runs under {', '.join(map(str, paths))}; nothing to report{why}")
     return runs, warnings
 
 

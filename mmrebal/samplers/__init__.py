@@ -1,5 +1,7 @@
 """Samplers: the data-side rebalancing methods, by name."""
 
+from typing import Any
+
 from mmrebal.registry import Registry
 from mmrebal.samplers.base import Group, Plan, Sampler, ScoreResult, StepFeedback
 
@@ -8,9 +10,10 @@ SAMPLERS: Registry[type[Sampler]] = Registry("sampler")
 __all__ = ["SAMPLERS", "Group", "Plan", "Sampler", "ScoreResult", "StepFeedback", "create_sampler"]
 
 
-def create_sampler(name: str, **kwargs) -> Sampler:
+def create_sampler(name: str, options: dict[str, Any] | None = None, **fixed: Any) -> Sampler:
+    """Sampler ``name`` from the trainer's ``fixed`` arguments and the user's checked ``options``."""
     _load_builtin()
-    return SAMPLERS.get(name)(**kwargs)
+    return SAMPLERS.build(name, options or {}, **fixed)
 
 
 def _load_builtin() -> None:

@@ -78,6 +78,8 @@ class BalanceScoredSampler(Sampler):
         drop_last: bool = False,
     ) -> None:
         super().__init__(num_samples, labels, modalities, batch_size, epochs, seed)
+        if loss not in ("fused", "reference", *self.modalities):
+            raise ValueError(f"sampler option loss={loss!r} is not fused, reference or a modality")
         self.loss_kind = loss
         self.drop_last = bool(drop_last)
         self.similarity: np.ndarray | None = None

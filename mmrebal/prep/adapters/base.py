@@ -107,7 +107,7 @@ def decode_modality(modality: str, kind: str, path: Path, preset: Preset) -> tup
         from mmrebal.media.audio import read_audio
         from mmrebal.media.features import audio_features
 
-        wave = read_audio(path, preset.audio.sample_rate)
+        wave = read_audio(path, preset.audio.sample_rate, preset.audio.min_duration_s)
         return f"{modality}/spec", audio_features(wave, preset.audio)
     if preset.frames is None:
         raise ValueError(f"preset {preset.name!r} has no frame settings")
