@@ -299,7 +299,8 @@ class Trainer:
         )
         self.state = RunState()
         self.cumulative = CumulativeScore(self.modalities)
-        self.traces = TraceWriter(self.run_dir)
+        run_columns = {"run_id": self.run_dir.name, "sampler": config.sampler, "method": config.method}
+        self.traces = TraceWriter(self.run_dir, {**run_columns, "seed": config.seed})
         self.improved = False
         self.last_val: dict[str, dict[str, float]] = {}
         self.epoch_rate = 0.0
@@ -540,11 +541,23 @@ class Trainer:
                     "loss": record.modality_loss[m],
                     "lr": record.lr,
                     "total_loss": record.loss,
-                    **record.extra,
+                    **self.extra_columns(record.extra, m),
                 }
             )
         self._epoch_losses.setdefault("total", []).append((record.loss, record.rows))
         return rows
+
+    def extra_columns(self, extra: dict[str, float], modality: str) -> dict[str, float]:
+        """Method diagnostics for ``modality``'s row: ``"rho/audio"`` becomes ``rho`` on the audio row
+        (one column whatever the modalities are called); a key without a modality goes on every row."""
+        out = {}
+        for key, value in extra.items():
+            name, _, of = key.rpartition("/")
+            if not name or of not in self.modalities:
+                out[key] = value
+            elif of == modality:
+                out[name] = value
+        return out
 
     def drain_sampler(self, epoch: int, step_rows: list[dict[str, Any]]) -> None:
         """Merge the sampler's step columns into the trainer's rows; add ``sample_id`` to its sample rows."""

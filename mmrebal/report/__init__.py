@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mmrebal.report.figures import FigureResult, write_figures
+from mmrebal.report.load import load_runs
 from mmrebal.report.runs import ReportError, RunGroup, find_runs, group_runs
 from mmrebal.report.tables import (
     METRIC_COLUMNS,
@@ -27,7 +28,7 @@ from mmrebal.report.tables import to_markdown as table_markdown
 
 FORMATS = {"md": ".md", "csv": ".csv", "latex": ".tex"}
 
-__all__ = ["FORMATS", "ReportError", "ReportOutcome", "parse_metrics", "write_report"]
+__all__ = ["FORMATS", "ReportError", "ReportOutcome", "load_runs", "parse_metrics", "write_report"]
 
 
 @dataclass

@@ -142,6 +142,7 @@ def _bss_used(run: Run) -> pl.DataFrame | None:
     samples = run.samples
     if samples is None or "used" not in samples.columns:
         return None
+    samples = samples.drop_nulls("used")  # every run has the column; only BSS runs fill it
     per_sample = samples.group_by("epoch", "idx").agg(pl.col("used").cast(pl.Boolean).any())
     used = per_sample.group_by("epoch").agg((100.0 * pl.col("used").mean()).alias("used"))
     return used if used.height else None
