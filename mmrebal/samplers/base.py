@@ -115,6 +115,11 @@ class Sampler(ABC):
     def plans(self, epoch: int) -> Iterator[Plan]:
         """Yield this epoch's plans lazily, so feedback from step t can shape step t+1."""
 
+    def epoch_steps(self, epoch: int) -> int | None:
+        """Steps ``epoch`` will take, when known once its scores are in (the progress bar's total);
+        None when only drawing the plans tells."""
+        return None
+
     def needs_scoring(self, epoch: int) -> bool:
         """Whether to run a scoring pass over the train split before ``epoch`` starts."""
         return False

@@ -119,6 +119,14 @@ class RemixSampler(Sampler):
     def _batches(self, idx: np.ndarray) -> list[np.ndarray]:
         return [idx[s : s + self.batch_size] for s in range(0, len(idx), self.batch_size)]
 
+    def epoch_steps(self, epoch: int) -> int | None:
+        if epoch < self.warmup:
+            return -(-self.num_samples // self.batch_size)
+        if self.assignment is None or self.scored_epoch != epoch:
+            return None
+        counts = np.bincount(self.assignment, minlength=len(self.modalities))
+        return int(sum(-(-int(n) // self.batch_size) for n in counts))
+
     def plans(self, epoch: int) -> Iterator[Plan]:
         if epoch < self.warmup:
             weights = {"fused": 1.0, **{m: self.warmup_weight for m in self.modalities}}
