@@ -59,7 +59,7 @@ def test_banner_and_epoch_lines(tmp_path: Path) -> None:
     assert f"cache    {tmp_path / 'tiny.h5'} (audio, visual; 2 classes)" in banner
     assert "splits   train 24, val 8, test 8" in banner
     assert "sampler  remix (warmup=1)" in banner and "method   joint" in banner
-    assert "concat fusion" in banner and "2 epochs, batch 8, 3 steps per epoch" in banner
+    assert "concat fusion" in banner and "2 epochs, batch 8, 3 steps in epoch 1" in banner
     epochs = [ln for ln in lines if ln.startswith("epoch ")]
     assert [ln.split()[1] for ln in epochs] == ["1/2", "2/2"]
     assert all(re.search(r"samples/s  \d+\.\d s", ln) for ln in epochs)

@@ -275,7 +275,7 @@ def test_cli_yaml_config_then_resume_with_only_out(cache: Path, tmp_path: Path) 
     assert "feature_dim: 16" in saved and "fused_weight: 2" in saved and "lr: 0.003" in saved
     again = runner.invoke(app, ["train", "--out", str(out), "--resume", "--epochs", "2"])
     assert again.exit_code == 0, again.output
-    assert "resuming from" in again.output and "after epoch 0" in again.output
+    assert "resuming from" in again.output and "after epoch 1" in again.output
     summary = json.loads((out / "summary.json").read_text())
     assert summary["epochs"] == 2
     assert pl.read_parquet(out / "steps.parquet")["epoch"].unique().sort().to_list() == [0, 1]

@@ -35,7 +35,7 @@ def banner_lines(trainer: Trainer, first_epoch: int) -> list[str]:
     c = trainer.config
     sizes = ", ".join(f"{split} {len(ds)}" for split, ds in trainer.datasets.items())
     steps = trainer.sampler.epoch_steps(first_epoch)
-    per_epoch = f"{steps} steps per epoch" if steps is not None else "steps per epoch set by the sampler"
+    per_epoch = f"{steps} steps in epoch {first_epoch + 1}" if steps is not None else "steps: the sampler's"
     dtype = "bf16 autocast" if c.bf16 and trainer.device.type == "cuda" else "float32"
     world = f" x {trainer.dist.world} ranks" if trainer.dist.world > 1 else ""
     return [

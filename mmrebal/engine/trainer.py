@@ -7,7 +7,8 @@ follow (LR schedule, validation and model selection, traces, checkpoints, loggin
 after every epoch. Selection uses the validation split only; TEST is scored once, for the selected
 checkpoint, at the end (and every epoch only when ``test_each_epoch`` asks, never for selection).
 
-Epochs and global steps count from 0 in traces, checkpoints, messages and the sampler calls. With
+Epochs and global steps count from 0 in traces, checkpoints, summary.json and the sampler calls; the
+terminal shows epochs 1-based (``epoch 1/3``, "selected epoch 3"). With
 ``workers > 0`` the DataLoader draws plans a few steps ahead of the feedback they could depend on;
 the default ``workers = 0`` keeps plan t+1 strictly after the feedback of step t.
 """
@@ -332,7 +333,8 @@ class Trainer:
         if self.config.resume and last.exists():
             self.restore(last)
             if self.dist.is_main:
-                self.console.print(f"resuming from {last} after epoch {self.state.epoch}", highlight=False)
+                done = self.state.epoch + 1
+                self.console.print(f"resuming from {last} after epoch {done}", highlight=False)
         elif self.dist.is_main:
             if self.config.resume:
                 self.console.print(f"no checkpoint at {last}; starting from scratch", highlight=False)
@@ -599,7 +601,7 @@ class Trainer:
 
 
 def summary_table(results: dict[str, dict[str, dict[str, float]]], best_epoch: int, run_dir: Path) -> Table:
-    table = Table(title=f"{run_dir}  (selected epoch {best_epoch} on val)")
+    table = Table(title=f"{run_dir}  (selected epoch {best_epoch + 1} on val)")
     for column in ("scope", "val acc", "test acc", "test MAP", "test macro-F1"):
         table.add_column(column, justify="left" if column == "scope" else "right")
     for scope, test in results["test"].items():
