@@ -86,6 +86,7 @@ class BalanceScoredSampler(Sampler):
 
     def measure(self, result: ScoreResult) -> tuple[np.ndarray, np.ndarray]:
         """Store raw similarity and loss; return their min-max normalised versions (sim~, loss~)."""
+        result.check(self.modalities, self.num_samples, self.name)
         self.similarity = prediction_similarity(result.probs, self.modalities)
         self.loss = sample_loss(result, self.modalities, self.loss_kind)
         return min_max(self.similarity), min_max(self.loss)

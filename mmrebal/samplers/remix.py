@@ -100,6 +100,7 @@ class RemixSampler(Sampler):
         ]
 
     def receive_scores(self, epoch: int, result: ScoreResult) -> None:
+        result.check(self.modalities, self.num_samples, self.name)
         kl = np.stack([kl_to_uniform(result.probs[m]) for m in self.modalities], axis=1)
         self.assignment = assign_weakest(kl, self.tie, self.rng)
         self.scored_epoch = epoch
