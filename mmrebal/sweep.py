@@ -167,9 +167,32 @@ def build_spec(
     clash = sorted({a.split("=")[0] for a in spec.train_args} & reserved)
     if clash:
         raise SweepError(f"train option(s) {', '.join(clash)} are set per cell by the sweep; remove them")
+    _check_names(spec)
     if spec.cache is not None and not spec.cache.exists():
         raise SweepError(f"{spec.cache}: no such cache; build it with `mmrebal prep` or fix --cache")
     return spec
+
+
+def _check_names(spec: SweepSpec) -> None:
+    """Every sampler and method of the grid is known before the first cell trains."""
+    from mmrebal.names import UnknownName, check
+
+    try:
+        for name in spec.samplers:
+            check("sampler", name, "--samplers")
+        for name in spec.methods:
+            check("method", name, "--methods")
+    except UnknownName as exc:
+        raise SweepError(str(exc)) from None
+
+
+def error_line(log: Path) -> str | None:
+    """The last ``error: ...`` line a failed cell's ``train.log`` holds, to echo it."""
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return None
+    return next((ln.strip() for ln in reversed(lines) if ln.startswith("error:")), None)
 
 
 def _int(value: Any, what: str) -> int:

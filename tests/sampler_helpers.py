@@ -44,10 +44,18 @@ def confidence(rows: np.ndarray, modality_index: int) -> np.ndarray:
     return ((rows * (modality_index + 3)) % 11) / 11 * (0.9 - 0.3 * modality_index) + 0.05
 
 
-def run_epoch(sampler: Sampler, epoch: int, bias: dict[str, float] | None = None) -> list[Plan]:
-    """One epoch as the trainer runs it: optional scoring, plans with feedback, end of epoch."""
+def run_epoch(
+    sampler: Sampler,
+    epoch: int,
+    bias: dict[str, float] | None = None,
+    announced: list[int | None] | None = None,
+) -> list[Plan]:
+    """One epoch as the trainer runs it: optional scoring, plans with feedback, end of epoch;
+    ``announced`` receives what ``epoch_steps`` says once the scores are in (the progress bar's total)."""
     if sampler.needs_scoring(epoch):
         sampler.receive_scores(epoch, fake_scores(sampler, epoch))
+    if announced is not None:
+        announced.append(sampler.epoch_steps(epoch))
     plans = []
     for i, plan in enumerate(sampler.plans(epoch)):
         rows, active, _ = plan.layout(sampler.modalities)

@@ -47,4 +47,4 @@ def test_torchrun_two_processes_gloo(tmp_path: Path) -> None:
     assert sizes == [[12, 12], [8, 12], [8, 12], [12, 12], [12, 12], [12, 12]]
     state = load_checkpoint(out / "checkpoints" / "last.pt")
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
-    assert stdout.count("epoch 0/1") == 1  # only rank 0 logs
+    assert stdout.count("epoch 1/2") == 1  # only rank 0 logs

@@ -280,10 +280,10 @@ def test_same_sampler_with_other_options_gets_the_options_in_its_label(tmp_path:
 def test_csv_and_latex_main_table(sweep: Path, tmp_path: Path) -> None:
     csv_out = write_report([sweep], tmp_path / "t.csv", metrics=["acc"], fmt="csv").path
     rows = list(csv.DictReader(io.StringIO(csv_out.read_text())))
-    dus = next(r for r in rows if r["Method"] == "DUS/Joint")
+    dus = next(r for r in rows if r["method"] == "DUS/Joint")
     mean, std = expected(sweep, "dus", "joint", "fused", "acc").split(" ± ")
-    assert f"{float(dus['avmnist Acc mean']):.2f}" == mean and f"{float(dus['avmnist Acc std']):.2f}" == std
-    assert dus["avmnist n"] == "2"
+    assert f"{float(dus['avmnist_acc_mean']):.2f}" == mean and f"{float(dus['avmnist_acc_std']):.2f}" == std
+    assert dus["avmnist_n"] == "2" and not any(" " in h for h in rows[0])
     tex = write_report([sweep], tmp_path / "t.tex", metrics=["acc"], fmt="latex").path.read_text()
     assert r"\toprule" in tex and r"\bottomrule" in tex and r"\textbf{" in tex and r"\underline{" in tex
     lines = tex.splitlines()

@@ -27,7 +27,7 @@ def test_min_max_and_all_equal_case():
 
 def test_measurer_loss_choices():
     losses = {"fused": np.array([1.0]), "audio": np.array([2.0]), "visual": np.array([4.0])}
-    r = ScoreResult(np.zeros(1, int), {}, losses)
+    r = ScoreResult(np.zeros(1, int), {k: np.full((1, 3), 1 / 3) for k in losses}, losses)
     assert sample_loss(r, MODS2, "fused").tolist() == [1.0]
     assert sample_loss(r, MODS2, "reference") == pytest.approx([0.9 * 6 + 0.1])
     with pytest.raises(ValueError, match="loss="):

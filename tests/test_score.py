@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +44,7 @@ def test_score_reproduces_the_run_test_numbers(run: tuple[Path, dict]) -> None:
                 key,
             )
     assert "fused" in result.output and "macro-F1" in result.output
+    assert re.search(r"best\.pt \(epoch \d\) on test: \d+ samples of ", result.output)  # said before scoring
 
     pred = pl.read_parquet(out / "predictions.parquet")
     assert pred.height == 12

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import typer
 
-from mmrebal.cli import prep, report, score, sweep, train
+from mmrebal import __version__
+from mmrebal.cli import describe, prep, report, score, sweep, train
 
 app = typer.Typer(
     name="mmrebal",
@@ -14,6 +15,24 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"mmrebal {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Rebalanced multimodal learning from the data side: prep -> train -> score -> report."""
+
+
+app.command("list")(describe.list_command)
 app.command("prep")(prep.prep_command)
 app.command("train")(train.train_command)
 app.command("score")(score.score_command)

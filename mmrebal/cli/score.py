@@ -21,10 +21,12 @@ def score_command(
         from rich.console import Console
         from rich.table import Table
 
+        from mmrebal.engine.display import Display
         from mmrebal.engine.score import score_run
 
-        scores = score_run(run_dir, split, checkpoint, device, batch_size)
-        table = Table(title=f"{scores['checkpoint']} (epoch {scores['epoch']}) on {split}")
+        err = Console(stderr=True)
+        scores = score_run(run_dir, split, checkpoint, device, batch_size, Display(err, is_main=True))
+        table = Table(title=f"{scores['checkpoint']} (epoch {scores['epoch'] + 1}) on {split}")
         for column in ("scope", "acc", "MAP", "macro-F1", "loss"):
             table.add_column(column, justify="left" if column == "scope" else "right")
         for scope, m in scores["scores"].items():

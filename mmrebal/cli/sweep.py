@@ -34,7 +34,7 @@ def sweep_command(
     from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from mmrebal.sweep import SweepError, SweepRunner, build_spec, parse_train_opts, read_grid
+    from mmrebal.sweep import SweepError, SweepRunner, build_spec, error_line, parse_train_opts, read_grid
 
     err = Console(stderr=True, soft_wrap=True)
     try:
@@ -75,6 +75,9 @@ def sweep_command(
                 progress.console.print(
                     f"[red]failed[/red] {outcome.cell.name} (exit {outcome.returncode}); log: {where}"
                 )
+                line = error_line(outcome.log) if outcome.log else None
+                if line:
+                    progress.console.print(f"  {escape(line)}", highlight=False)
             elif outcome.status == "finished":
                 how = "resumed and finished" if outcome.resumed else "finished"
                 progress.console.print(f"{how} {outcome.cell.name}")

@@ -5,10 +5,25 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import typer
 
+from mmrebal.engine.config import TRAIN_PRESETS, default_of
+from mmrebal.names import choices
+
 SAMPLER_OPT_HELP = "Sampler option KEY=VALUE (repeatable; VALUE parsed as a YAML scalar)."
+WHAT, OPTIM, DATA, RUN, EXTRA = "What to train", "Optimisation", "Data and device", "Run", "Component options"
+
+
+def _opt(flags: str, help: str, panel: str, default_key: str | None = None) -> Any:
+    """An option whose default is None (so presets and --config can fill it) and whose help shows the
+    value it gets from the dataclass defaults, i.e. the cpu preset."""
+    key = default_key or flags.split("/")[0].removeprefix("--").replace("-", "_")
+    default = default_of(key)
+    shown = f" [dim]\\[default: {default}][/dim]" if default not in (None, {}) else ""
+    return typer.Option(None, *flags.split(" "), help=help + shown, rich_help_panel=panel)
+
 
 
 @contextmanager
@@ -48,54 +63,68 @@ def fail_cleanly() -> Iterator[None]:
 
 
 def train_command(
-    cache: Path | None = typer.Option(
-        None, "--cache", help="HDF5 cache (default: the embedded avmnist cache)."
+    cache: Path | None = _opt("--cache", "HDF5 cache (default: the embedded avmnist cache).", DATA),
+    sampler: str | None = _opt("--sampler", f"Data-side sampler: {choices('sampler')}.", WHAT),
+    method: str | None = _opt("--method", f"Model-side method: {choices('method')}.", WHAT),
+    fusion: str | None = _opt("--fusion", f"Fusion module: {choices('fusion')}.", WHAT),
+    encoders: str | None = _opt(
+        "--encoders", f"One for all modalities, or audio=cnn,visual=resnet18: {choices('encoder')}.", WHAT
     ),
-    sampler: str | None = typer.Option(None, "--sampler", help="uniform, dus, remix, bss, ..."),
-    method: str | None = typer.Option(None, "--method", help="joint, unimodal, ogm-ge, mla."),
-    fusion: str | None = typer.Option(None, "--fusion", help="concat, sum, film, gated, shared."),
-    encoders: str | None = typer.Option(
-        None, "--encoders", help="cnn | resnet18 | audio=cnn,visual=resnet18"
+    feature_dim: int | None = _opt("--feature-dim", "Width of each encoder's feature vector.", WHAT),
+    preset: str | None = _opt(
+        "--preset", f"Reference training set-up (mmrebal list presets): {' | '.join(TRAIN_PRESETS)}.", WHAT
     ),
-    feature_dim: int | None = typer.Option(None, "--feature-dim"),
-    epochs: int | None = typer.Option(None, "--epochs"),
-    batch_size: int | None = typer.Option(None, "--batch-size"),
-    eval_batch_size: int | None = typer.Option(None, "--eval-batch-size"),
-    lr: float | None = typer.Option(None, "--lr"),
-    optimizer: str | None = typer.Option(None, "--optimizer", help="sgd | adam | adamw"),
-    momentum: float | None = typer.Option(None, "--momentum"),
-    weight_decay: float | None = typer.Option(None, "--weight-decay"),
-    scheduler: str | None = typer.Option(None, "--scheduler", help="step | none"),
-    step_size: int | None = typer.Option(None, "--step-size"),
-    gamma: float | None = typer.Option(None, "--gamma"),
-    seed: int | None = typer.Option(None, "--seed"),
-    out: Path | None = typer.Option(
-        None, "--out", help="Run dir (default runs/<dataset>-<sampler>-<method>-s<seed>)."
+    epochs: int | None = _opt("--epochs", "Training epochs.", OPTIM),
+    batch_size: int | None = _opt("--batch-size", "Rows per step (a sampler may use it as a budget).", OPTIM),
+    eval_batch_size: int | None = _opt("--eval-batch-size", "Rows per batch when scoring/validating.", OPTIM),
+    lr: float | None = _opt("--lr", "Learning rate.", OPTIM),
+    optimizer: str | None = _opt("--optimizer", "sgd | adam | adamw.", OPTIM),
+    momentum: float | None = _opt("--momentum", "SGD momentum.", OPTIM),
+    weight_decay: float | None = _opt("--weight-decay", "L2 weight decay.", OPTIM),
+    scheduler: str | None = _opt("--scheduler", "step (StepLR) | none.", OPTIM),
+    step_size: int | None = _opt("--step-size", "StepLR: epochs between LR drops.", OPTIM),
+    gamma: float | None = _opt("--gamma", "StepLR: factor of each LR drop.", OPTIM),
+    seed: int | None = _opt("--seed", "Seed of the model, the sampler and the augmentation.", RUN),
+    out: Path | None = _opt("--out", "Run dir (default runs/<dataset>-<sampler>-<method>-s<seed>).", RUN),
+    config: Path | None = typer.Option(
+        None, "--config", help="YAML file with any of these options.", rich_help_panel=RUN
     ),
-    config: Path | None = typer.Option(None, "--config", help="YAML file with any of these options."),
-    preset: str | None = typer.Option(None, "--preset", help="cpu | ogm | mla | dus | remix | bss | bss-ks"),
-    device: str | None = typer.Option(None, "--device", help="auto | cpu | cuda"),
-    bf16: bool | None = typer.Option(None, "--bf16/--no-bf16", help="bf16 autocast for forward passes."),
-    workers: int | None = typer.Option(None, "--workers", help="DataLoader worker processes."),
-    preload: bool | None = typer.Option(None, "--preload/--no-preload", help="Read the splits into memory."),
-    augment: bool | None = typer.Option(
-        None,
+    device: str | None = _opt("--device", "auto | cpu | cuda.", DATA),
+    bf16: bool | None = _opt("--bf16/--no-bf16", "bf16 autocast for forward passes.", DATA),
+    workers: int | None = _opt("--workers", "DataLoader worker processes.", DATA),
+    preload: bool | None = _opt("--preload/--no-preload", "Read the splits into memory.", DATA),
+    augment: bool | None = _opt(
         "--augment/--no-augment",
-        help="Train-time RandomResizedCrop + horizontal flip of frames/images (on in the GPU presets).",
+        "Train-time RandomResizedCrop + horizontal flip of frames/images (on in the GPU presets).",
+        DATA,
     ),
-    resume: bool | None = typer.Option(
-        None, "--resume/--no-resume", help="Continue from RUN_DIR/checkpoints/last.pt."
+    resume: bool | None = _opt("--resume/--no-resume", "Continue from RUN_DIR/checkpoints/last.pt.", RUN),
+    test_each_epoch: bool | None = _opt(
+        "--test-each-epoch/--no-test-each-epoch", "Also evaluate TEST every epoch (never for selection).", RUN
     ),
-    test_each_epoch: bool | None = typer.Option(None, "--test-each-epoch/--no-test-each-epoch"),
-    sampler_opt: list[str] | None = typer.Option(None, "--sampler-opt", help=SAMPLER_OPT_HELP),
+    sampler_opt: list[str] | None = typer.Option(
+        None, "--sampler-opt", help=SAMPLER_OPT_HELP, rich_help_panel=EXTRA
+    ),
     method_opt: list[str] | None = typer.Option(
-        None, "--method-opt", help="Method option KEY=VALUE (repeatable)."
+        None, "--method-opt", help="Method option KEY=VALUE (repeatable).", rich_help_panel=EXTRA
     ),
     model_opt: list[str] | None = typer.Option(
-        None, "--model-opt", help="build_model option KEY=VALUE (repeatable)."
+        None, "--model-opt", help="build_model option KEY=VALUE (repeatable).", rich_help_panel=EXTRA
     ),
     augment_opt: list[str] | None = typer.Option(
-        None, "--augment-opt", help="Augmentation option KEY=VALUE: scale, ratio, flip, per=frame|clip."
+        None,
+        "--augment-opt",
+        help="Augmentation option KEY=VALUE: scale, ratio, flip, per=frame|clip.",
+        rich_help_panel=EXTRA,
+    ),
+    help_sampler: bool = typer.Option(
+        False, "--help-sampler", help="Show the --sampler's options, types, defaults and paper; exit."
+    ),
+    help_method: bool = typer.Option(
+        False, "--help-method", help="Show the --method's options, types, defaults and paper; exit."
+    ),
+    print_config: bool = typer.Option(
+        False, "--print-config", help="Print the resolved options as a --config YAML file; exit."
     ),
     overwrite: bool = typer.Option(
         False, "--overwrite", help="Replace a finished or unfinished run already in --out."
@@ -103,16 +132,19 @@ def train_command(
 ) -> None:
     """Train a multimodal model with a sampler and a method; writes traces, checkpoints and a summary.
 
-    Options not given here come from --config, then from --preset (default cpu).
+    Options not given here come from --config, then from --preset (default cpu); the defaults shown
+    are the cpu preset's. Names are checked before anything loads (mmrebal list samplers|methods|...).
 
     --resume --out RUN_DIR reads RUN_DIR/config.yaml unless --config is given; of the options,
     only --lr, --scheduler, --step-size, --gamma and --epochs may change on resume.
     """
     flags = dict(locals())
     from mmrebal.engine.config import parse_options, resolve_config
+    from mmrebal.names import check_config
 
-    with fail_cleanly():
+    try:  # options and names before torch loads: a typo costs milliseconds, not a model build
         lists = ("config", "sampler_opt", "method_opt", "model_opt", "augment_opt", "overwrite")
+        lists += ("help_sampler", "help_method", "print_config")
         given = {k: (str(v) if isinstance(v, Path) else v) for k, v in flags.items() if k not in lists}
         given["sampler_options"] = parse_options(sampler_opt, "--sampler-opt")
         given["method_options"] = parse_options(method_opt, "--method-opt")
@@ -121,6 +153,22 @@ def train_command(
         if resume and out is not None and config is None and (out / "config.yaml").exists():
             config = out / "config.yaml"  # resume with the run's own options unless told otherwise
         resolved = resolve_config(given, config)
+        check_config(resolved)
+    except ValueError as exc:  # ConfigError, UnknownName
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    if print_config:
+        import yaml
+
+        typer.echo(yaml.safe_dump(resolved.to_dict(), sort_keys=False), nl=False)
+        return
+    with fail_cleanly():
+        if help_sampler or help_method:
+            from mmrebal.cli.describe import describe
+
+            kind, name = ("sampler", resolved.sampler) if help_sampler else ("method", resolved.method)
+            typer.echo(describe(kind, name))
+            return
 
         from mmrebal.engine.trainer import train
 

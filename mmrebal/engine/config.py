@@ -120,6 +120,12 @@ class TrainConfig:
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+
+
+def default_of(name: str) -> Any:
+    """The dataclass default of option ``name`` (the cpu preset's value), for help texts."""
+    f = _FIELDS[name]
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
 _DICT_FIELDS = ("sampler_options", "method_options", "model_options", "augment_options")
 
 
@@ -217,7 +223,9 @@ def resolve_config(cli: dict[str, Any], config_file: Path | None = None) -> Trai
     from_file = read_yaml(config_file) if config_file else {}
     preset = given.get("preset") or from_file.get("preset") or TrainConfig.preset
     if preset not in TRAIN_PRESETS:
-        raise ConfigError(f"--preset {preset!r}: choose one of {', '.join(TRAIN_PRESETS)}")
+        from mmrebal.names import unknown_message
+
+        raise ConfigError(unknown_message("preset", preset, list(TRAIN_PRESETS), "--preset"))
     chosen = dict(TRAIN_PRESETS[preset])
     method_defaults = chosen.pop("method_defaults", {})
     merged: dict[str, Any] = {**copy.deepcopy(chosen), "preset": preset}

@@ -14,6 +14,7 @@ from mmrebal.cache.dataset import CacheDataset
 from mmrebal.cache.format import read_info
 from mmrebal.engine.checkpoint import load_run_checkpoint
 from mmrebal.engine.device import resolve_device
+from mmrebal.engine.display import Display
 from mmrebal.engine.traces import write_parquet
 from mmrebal.engine.trainer import build_components
 from mmrebal.evaluation.scoring import scope_metrics, score_split
@@ -52,8 +53,10 @@ def score_run(
     checkpoint: str = "best",
     device: str = "auto",
     batch_size: int | None = None,
+    display: Display | None = None,
 ) -> dict[str, Any]:
-    """Score ``checkpoint`` of ``run_dir`` on ``split``; writes scores.json and predictions.parquet."""
+    """Score ``checkpoint`` of ``run_dir`` on ``split``; writes scores.json and predictions.parquet.
+    ``display`` shows what is scored and a bar over the split."""
     run_dir = Path(run_dir)
     ckpt_path = checkpoint_path(run_dir, checkpoint)
     target = resolve_device(device)
@@ -63,11 +66,21 @@ def score_run(
     model.load_state_dict(ckpt["model"])
     method.load_state_dict(ckpt["method"])
     dataset = CacheDataset(config.cache, split, preload=config.preload)
-    result = score_split(model, method, dataset, target, batch_size or config.eval_batch_size)
+    epoch = int(ckpt["run"]["epoch"])
+    if display is None:
+        result = score_split(model, method, dataset, target, batch_size or config.eval_batch_size)
+    else:
+        display.print(
+            f"{ckpt_path} (epoch {epoch + 1}) on {split}: {len(dataset)} samples of {config.cache}, {target}"
+        )
+        with display.phase(f"scoring {split}", len(dataset)) as advance:
+            result = score_split(
+                model, method, dataset, target, batch_size or config.eval_batch_size, on_batch=advance
+            )
     scores = {
         "run_dir": str(run_dir),
         "checkpoint": str(ckpt_path),
-        "epoch": int(ckpt["run"]["epoch"]),
+        "epoch": epoch,
         "split": split,
         "num_samples": len(dataset),
         "scores": scope_metrics(result),

@@ -1,4 +1,5 @@
-"""Parquet traces of a run (schema in ``conventions.md``), rewritten atomically at each epoch end.
+"""Parquet traces of a run (columns in ``trace_schema`` and docs/run-dir.md), rewritten atomically at
+each epoch end.
 
 Rows are kept in memory for the whole run and each file is rewritten whole through a temp file and a
 rename, so a killed run keeps every finished epoch and a reader never sees a torn file. On resume the
@@ -15,6 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from mmrebal.engine.trace_schema import conform, empty
 from mmrebal.storage import atomic_path
 
 TRACE_FILES = {"steps": "steps.parquet", "metrics": "metrics.parquet", "samples": "samples.parquet"}
@@ -65,8 +67,9 @@ class TraceWriter:
     """The run's traces by file, held as one Arrow table per batch of rows added (compact: a long
     run's per-sample rows would take gigabytes as Python dicts); :meth:`flush` rewrites each file."""
 
-    def __init__(self, run_dir: Path) -> None:
+    def __init__(self, run_dir: Path, run_columns: dict[str, Any] | None = None) -> None:
         self.run_dir = Path(run_dir)
+        self.run_columns = run_columns or {}  # run_id, sampler, method, seed: on every row
         self.tables: dict[str, list[pa.Table]] = {name: [] for name in TRACE_FILES}
 
     def add(self, name: str, rows: Iterable[dict[str, Any]]) -> None:
@@ -84,10 +87,18 @@ class TraceWriter:
         return table
 
     def flush(self) -> None:
+        """Every file, each with every declared column (an empty file when a run has no such rows)."""
         for name, filename in TRACE_FILES.items():
             table = self.table(name)
-            if table is not None:
-                write_parquet(self.run_dir / filename, table)
+            table = empty(name) if table is None else self._with_run_columns(table)
+            write_parquet(self.run_dir / filename, conform(table, name))
+
+    def _with_run_columns(self, table: pa.Table) -> pa.Table:
+        for key, value in self.run_columns.items():
+            column = pa.array([value] * table.num_rows)
+            index = table.schema.get_field_index(key)
+            table = table.set_column(index, key, column) if index >= 0 else table.append_column(key, column)
+        return table
 
     def select(self, epoch: int, test_rows: list[dict[str, Any]]) -> None:
         """Mark the selected checkpoint's val rows and add its TEST rows (``selected`` true)."""

@@ -7,7 +7,8 @@ follow (LR schedule, validation and model selection, traces, checkpoints, loggin
 after every epoch. Selection uses the validation split only; TEST is scored once, for the selected
 checkpoint, at the end (and every epoch only when ``test_each_epoch`` asks, never for selection).
 
-Epochs and global steps count from 0 in traces, checkpoints, messages and the sampler calls. With
+Epochs and global steps count from 0 in traces, checkpoints, summary.json and the sampler calls; the
+terminal shows epochs 1-based (``epoch 1/3``, "selected epoch 3"). With
 ``workers > 0`` the DataLoader draws plans a few steps ahead of the feedback they could depend on;
 the default ``workers = 0`` keeps plan t+1 strictly after the feedback of step t.
 """
@@ -28,7 +29,6 @@ from typing import Any
 import numpy as np
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from mmrebal.cache.dataset import CacheDataset
@@ -38,6 +38,7 @@ from mmrebal.engine.augment import build_augment
 from mmrebal.engine.checkpoint import load_run_checkpoint, rng_state, save_checkpoint, set_rng_state
 from mmrebal.engine.config import TrainConfig, config_yaml
 from mmrebal.engine.device import autocast_factory, move_batch, resolve_device
+from mmrebal.engine.display import Display
 from mmrebal.engine.distributed import DistContext
 from mmrebal.engine.traces import TraceWriter, merge_step_rows
 from mmrebal.evaluation.scoring import batch_loader, scope_metrics, score_split
@@ -141,12 +142,12 @@ class EvalHook(Hook):
     """Validation metrics per scope; the best fused val accuracy wins, ties go to the lower val loss."""
 
     def after_epoch(self, trainer: Trainer, epoch: int) -> None:
-        val = scope_metrics(trainer.score(trainer.datasets["val"]))
+        val = scope_metrics(trainer.score(trainer.datasets["val"], "validating"))
         trainer.last_val = val
         rows = [trainer.metric_row(epoch, "val", scope, m) for scope, m in val.items()]
         rows += [trainer.metric_row(epoch, "train", scope, m) for scope, m in trainer.train_summary().items()]
         if trainer.config.test_each_epoch:
-            test = scope_metrics(trainer.score(trainer.datasets["test"]))
+            test = scope_metrics(trainer.score(trainer.datasets["test"], "testing"))
             rows += [trainer.metric_row(epoch, "test", scope, m) for scope, m in test.items()]
         trainer.traces.add("metrics", rows)
         state = trainer.state
@@ -185,58 +186,16 @@ class CheckpointHook(Hook):
 
 
 class ProgressHook(Hook):
-    """A per-epoch progress bar with samples/s (silent when not a TTY) and one line per epoch."""
+    """Feeds the display: each step's loss and rows to the epoch bar, one line after each epoch."""
 
-    def __init__(self, console: Console) -> None:
-        self.console = console
-        self.progress: Progress | None = None
-        self.started = 0.0
-        self.samples = 0
-
-    def before_epoch(self, trainer: Trainer, epoch: int) -> None:
-        self.started, self.samples = time.perf_counter(), 0
-        if not trainer.dist.is_main:
-            return
-        self.progress = Progress(
-            TextColumn("epoch {task.fields[epoch]}"),
-            BarColumn(),
-            TextColumn("{task.completed}/{task.total} samples"),
-            TextColumn("{task.fields[rate]:.0f} samples/s"),
-            TimeElapsedColumn(),
-            console=self.console,
-            disable=not self.console.is_terminal,
-            transient=True,
-        )
-        self.progress.start()
-        self.task = self.progress.add_task(
-            "train", total=len(trainer.datasets["train"]), epoch=epoch, rate=0.0
-        )
+    def __init__(self, display: Display) -> None:
+        self.display = display
 
     def after_step(self, trainer: Trainer, record: StepRecord) -> None:
-        self.samples += record.rows
-        if self.progress is not None:
-            rate = self.samples / max(time.perf_counter() - self.started, 1e-9)
-            self.progress.update(self.task, advance=record.rows, rate=rate)
-
-    def close(self) -> None:
-        if self.progress is not None:
-            self.progress.stop()
-            self.progress = None
+        self.display.after_step(record)
 
     def after_epoch(self, trainer: Trainer, epoch: int) -> None:
-        self.close()
-        if not trainer.dist.is_main:
-            return
-        val = trainer.last_val
-        accs = "  ".join(f"{scope} {m['acc']:.3f}" for scope, m in val.items())
-        mark = " *" if trainer.improved else ""
-        self.console.print(
-            f"epoch {epoch}/{trainer.config.epochs - 1}  train loss {trainer.epoch_loss():.4f}  "
-            f"val acc {accs}  val loss {val['fused']['loss']:.4f}  "
-            f"{trainer.epoch_rate:.0f} samples/s{mark}",
-            highlight=False,
-            soft_wrap=True,
-        )
+        self.display.epoch_line(trainer, epoch)
 
 
 class Trainer:
@@ -296,19 +255,20 @@ class Trainer:
         )
         self.state = RunState()
         self.cumulative = CumulativeScore(self.modalities)
-        self.traces = TraceWriter(self.run_dir)
+        run_columns = {"run_id": self.run_dir.name, "sampler": config.sampler, "method": config.method}
+        self.traces = TraceWriter(self.run_dir, {**run_columns, "seed": config.seed})
         self.improved = False
         self.last_val: dict[str, dict[str, float]] = {}
         self.epoch_rate = 0.0
         self._epoch_losses: dict[str, list[tuple[float, int]]] = {}
-        self.progress = ProgressHook(self.console)
+        self.display = Display(self.console, self.dist.is_main)
         self.trace_hook = TraceHook()
         self.hooks: list[Hook] = [
             ScheduleHook(),
             EvalHook(),
             self.trace_hook,
             CheckpointHook(),
-            self.progress,
+            ProgressHook(self.display),
         ]
         self.epoch_started = 0.0
 
@@ -393,9 +353,8 @@ class Trainer:
         if self.config.resume and last.exists():
             note = self.restore(last)
             if self.dist.is_main:
-                self.console.print(
-                    f"resuming from {last} after epoch {self.state.epoch}", highlight=False, soft_wrap=True
-                )
+                done = self.state.epoch + 1  # the terminal counts epochs from 1
+                self.console.print(f"resuming from {last} after epoch {done}", highlight=False, soft_wrap=True)
                 if note:
                     self.console.print(note, highlight=False, soft_wrap=True)
         else:
@@ -418,19 +377,22 @@ class Trainer:
         distributed.barrier(self.dist)
 
     # --- scoring ------------------------------------------------------------------------------
-    def score(self, dataset: CacheDataset) -> ScoreResult:
-        """A no-grad pass over a split, each rank scoring its strided share, gathered in split order."""
+    def score(self, dataset: CacheDataset, what: str = "scoring") -> ScoreResult:
+        """A no-grad pass over a split, each rank scoring its strided share, gathered in split order;
+        ``what`` names its progress bar (rank 0's share, the total the bar shows)."""
         positions = np.arange(len(dataset))[self.dist.rank :: self.dist.world]
-        local = score_split(
-            self.model,
-            self.method,
-            dataset,
-            self.device,
-            self.config.eval_batch_size,
-            positions=positions,
-            num_workers=self.config.workers,
-            autocast=self.autocast,
-        )
+        with self.display.phase(what, len(positions)) as advance:
+            local = score_split(
+                self.model,
+                self.method,
+                dataset,
+                self.device,
+                self.config.eval_batch_size,
+                positions=positions,
+                num_workers=self.config.workers,
+                autocast=self.autocast,
+                on_batch=advance,
+            )
         return distributed.gather_scores(self.dist, len(dataset), positions, local)
 
     # --- the loop -----------------------------------------------------------------------------
@@ -449,7 +411,9 @@ class Trainer:
 
     def train_epoch(self, epoch: int) -> None:
         if self.sampler.needs_scoring(epoch):
-            self.sampler.receive_scores(epoch, self.score(self.datasets["train"]))
+            scores = self.score(self.datasets["train"], f"scoring train (epoch {epoch + 1})")
+            self.sampler.receive_scores(epoch, scores)
+        self.display.start_epoch(epoch, self.config.epochs, self.sampler.epoch_steps(epoch))
         self.model.train()
         self._epoch_losses = {}
         queue: deque[tuple[Plan, np.ndarray, np.ndarray]] = deque()
@@ -533,7 +497,7 @@ class Trainer:
         """Flush what the traces have (the bad step included) and stop; checkpoints are not touched."""
         self.trace_hook.after_step(self, record)
         self.traces.add("steps", self.trace_hook.rows)
-        self.progress.close()
+        self.display.close()
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             self.traces.flush()
@@ -565,11 +529,23 @@ class Trainer:
                     "loss": record.modality_loss[m],
                     "lr": record.lr,
                     "total_loss": record.loss,
-                    **record.extra,
+                    **self.extra_columns(record.extra, m),
                 }
             )
         self._epoch_losses.setdefault("total", []).append((record.loss, record.rows))
         return rows
+
+    def extra_columns(self, extra: dict[str, float], modality: str) -> dict[str, float]:
+        """Method diagnostics for ``modality``'s row: ``"rho/audio"`` becomes ``rho`` on the audio row
+        (one column whatever the modalities are called); a key without a modality goes on every row."""
+        out = {}
+        for key, value in extra.items():
+            name, _, of = key.rpartition("/")
+            if not name or of not in self.modalities:
+                out[key] = value
+            elif of == modality:
+                out[name] = value
+        return out
 
     def drain_sampler(self, epoch: int, step_rows: list[dict[str, Any]]) -> None:
         """Merge the sampler's step columns into the trainer's rows; add ``sample_id`` to its sample rows."""
@@ -598,6 +574,7 @@ class Trainer:
 
     # --- the run ------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
+        self.display.banner(self, self.state.epoch + 1)
         self.prepare_run_dir()
         try:
             for epoch in range(self.state.epoch + 1, self.config.epochs):
@@ -611,7 +588,7 @@ class Trainer:
                 for hook in self.hooks:
                     hook.after_epoch(self, epoch)
         finally:
-            self.progress.close()
+            self.display.close()
         return self.finish()
 
     def finish(self) -> dict[str, Any]:
@@ -621,7 +598,10 @@ class Trainer:
         self.model.load_state_dict(best["model"])
         self.method.load_state_dict(best["method"])
         epoch = self.state.best_epoch
-        results = {split: scope_metrics(self.score(self.datasets[split])) for split in ("val", "test")}
+        results = {
+            split: scope_metrics(self.score(self.datasets[split], f"{split} (selected epoch {epoch + 1})"))
+            for split in ("val", "test")
+        }
         summary = {
             "status": "complete",
             "best_epoch": epoch,
@@ -645,7 +625,7 @@ class Trainer:
 
 
 def summary_table(results: dict[str, dict[str, dict[str, float]]], best_epoch: int, run_dir: Path) -> Table:
-    table = Table(title=f"{run_dir}  (selected epoch {best_epoch} on val)")
+    table = Table(title=f"{run_dir}  (selected epoch {best_epoch + 1} on val)")
     for column in ("scope", "val acc", "test acc", "test MAP", "test macro-F1"):
         table.add_column(column, justify="left" if column == "scope" else "right")
     for scope, test in results["test"].items():

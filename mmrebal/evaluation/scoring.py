@@ -49,8 +49,10 @@ def score_split(
     positions: Sequence[int] | None = None,
     num_workers: int = 0,
     autocast: Callable[[], AbstractContextManager] = nullcontext,
+    on_batch: Callable[[int], None] | None = None,
 ) -> ScoreResult:
-    """Score ``positions`` (default: the whole split) in order; restores the model's train/eval mode."""
+    """Score ``positions`` (default: the whole split) in order; restores the model's train/eval mode.
+    ``on_batch(rows)`` follows the pass (a progress bar)."""
     pos = np.arange(len(dataset)) if positions is None else np.asarray(positions, dtype=np.int64)
     chunks = [pos[i : i + batch_size].tolist() for i in range(0, len(pos), batch_size)]
     scopes = ["fused", *dataset.modalities]
@@ -69,6 +71,8 @@ def score_split(
                     z = logits[scope].float()
                     probs[scope].append(torch.softmax(z, dim=1).cpu().numpy())
                     losses[scope].append(F.cross_entropy(z, batch["label"], reduction="none").cpu().numpy())
+                if on_batch is not None:
+                    on_batch(len(batch["label"]))
     finally:
         model.train(was_training)
     empty_probs = np.zeros((0, dataset.num_classes), np.float32)

@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from mmrebal.report.figures import FigureResult, write_figures
+from mmrebal.report.figures import FIG_FORMATS, FigureResult, figure_paths, write_figures
+from mmrebal.report.load import load_runs
 from mmrebal.report.runs import ReportError, RunGroup, find_runs, group_runs
 from mmrebal.report.tables import (
     METRIC_COLUMNS,
@@ -26,8 +27,9 @@ from mmrebal.report.tables import to_markdown as table_markdown
 from mmrebal.storage import atomic_write_bytes
 
 FORMATS = {"md": ".md", "csv": ".csv", "latex": ".tex"}
+SPLITS = ("test", "val")  # the splits whose selected-checkpoint rows metrics.parquet holds
 
-__all__ = ["FORMATS", "ReportError", "ReportOutcome", "parse_metrics", "write_report"]
+__all__ = ["FORMATS", "ReportError", "ReportOutcome", "load_runs", "parse_metrics", "write_report"]
 
 
 @dataclass
@@ -37,6 +39,14 @@ class ReportOutcome:
     groups: list[RunGroup]
     warnings: list[str]
     figures: list[FigureResult]
+    text: str  # what ``path`` holds
+
+
+def check_choice(flag: str, value: str, allowed: tuple[str, ...] | list[str]) -> None:
+    if value not in allowed:
+        from mmrebal.names import unknown_message
+
+        raise ReportError(unknown_message("value", value, list(allowed), flag))
 
 
 def parse_metrics(text: str) -> list[str]:
@@ -104,11 +114,26 @@ def _markdown(
 
 
 def write_report(
-    sources: list[Path], out: Path, split: str = "test", metrics: list[str] | None = None, fmt: str = "md"
+    sources: list[Path],
+    out: Path,
+    split: str = "test",
+    metrics: list[str] | None = None,
+    fmt: str = "md",
+    *,
+    force: bool = False,
+    fig_format: str = "png",
 ) -> ReportOutcome:
-    """Write the report for every finished run at or below ``sources``; see the module docstring."""
-    if fmt not in FORMATS:
-        raise ReportError(f"--format {fmt!r} is unknown; choose from {', '.join(FORMATS)}")
+    """Write the report for every finished run at or below ``sources``; see the module docstring.
+
+    Options are checked before anything is read, and an existing report (or figure) is replaced
+    only with ``force``."""
+    check_choice("--format", fmt, list(FORMATS))
+    check_choice("--split", split, SPLITS)
+    check_choice("--fig-format", fig_format, FIG_FORMATS)
+    targets = [out] + (figure_paths(out.parent, out.stem, fig_format) if fmt == "md" else [])
+    existing = [p for p in targets if p.exists()]
+    if existing and not force:
+        raise ReportError(f"{existing[0]} exists; pass --force to replace it (or --out elsewhere)")
     metrics = metrics or parse_metrics("acc,map,f1")
     runs, warnings = find_runs(sources)
     for run in runs:
@@ -128,7 +153,7 @@ def write_report(
         ]
         tables += [cost_table(groups), config_table(groups)]
         out.parent.mkdir(parents=True, exist_ok=True)
-        figures = write_figures(groups, out.parent, out.stem)
+        figures = write_figures(groups, out.parent, out.stem, fig_format)
         text = _markdown(sources, split, tables, groups, warnings, figures, out.parent)
     _atomic_write(out, text)
-    return ReportOutcome(out, main, groups, warnings, figures)
+    return ReportOutcome(out, main, groups, warnings, figures, text)

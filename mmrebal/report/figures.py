@@ -1,8 +1,10 @@
-"""The report's figures (DUS paper, Figures 4-5, and the Remix/BSS data-use plots) as PNG files.
+"""The report's figures (DUS paper, Figures 4-5, and the Remix/BSS data-use plots) as PNG, PDF or SVG.
 
 Built on ``matplotlib.figure.Figure`` directly, without pyplot, so nothing depends on a display or
-on global backend state. A curve of a group is the mean over its seeds at each step (or epoch). Each
-builder returns a :class:`FigureResult`; when no run carries the data it says why instead of drawing.
+on global backend state. A curve of a group is the mean over its seeds at each step (or epoch), with
+the seeds' min-max range as a band; panels that compare groups share their axes and one legend. Each
+builder returns a :class:`FigureResult`; when no run carries the data, or the data does not mean
+what the figure claims for that sampler, it says why instead of drawing.
 """
 
 from __future__ import annotations
@@ -28,20 +30,47 @@ class FigureResult:
     note: str  # the caption, or why the figure was skipped
 
 
+FIG_FORMATS = ("png", "pdf", "svg")
+DPI = 200  # raster output (PNG) resolution; PDF and SVG are vector
+
+
 def _save(fig: Figure, path: Path) -> None:
-    """Atomic write: a reader never sees half a PNG."""
+    """Atomic write in the format of ``path``'s suffix: a reader never sees half a file."""
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+        fig.savefig(tmp, format=path.suffix.lstrip("."), dpi=DPI, bbox_inches="tight")
 
 
 def _panels(count: int) -> tuple[Figure, list[Axes]]:
+    """One panel per group; the panels share both axes so that groups compare at a glance."""
     cols = min(count, 3)
     rows = math.ceil(count / cols)
     fig = Figure(figsize=(4.8 * cols, 3.4 * rows), layout="constrained")
-    axes = fig.subplots(rows, cols, squeeze=False).ravel().tolist()
+    axes = fig.subplots(rows, cols, squeeze=False, sharex=True, sharey=True).ravel().tolist()
     for ax in axes[count:]:
         ax.set_visible(False)
     return fig, axes[:count]
+
+
+def _shared_legend(fig: Figure, axes: list[Axes], title: str) -> None:
+    """One legend for the whole figure, outside the panels (never over the data)."""
+    entries: dict[str, object] = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            entries.setdefault(label, handle)
+    fig.legend(list(entries.values()), list(entries), title=title, loc="outside right upper")
+
+
+def _band(ax: Axes, frames: list[pl.DataFrame], x: str, y: str, **style: object) -> None:
+    """The seeds' mean of ``y`` over ``x`` as a line, their min-max range as a band around it."""
+    stats = (
+        pl.concat(frames, how="vertical_relaxed")
+        .group_by(x)
+        .agg(pl.col(y).mean().alias("mean"), pl.col(y).min().alias("lo"), pl.col(y).max().alias("hi"))
+        .sort(x)
+    )
+    (line,) = ax.plot(stats[x], stats["mean"], linewidth=1.2, **style)
+    if len(frames) > 1:
+        ax.fill_between(stats[x], stats["lo"], stats["hi"], color=line.get_color(), alpha=0.2, linewidth=0)
 
 
 def _seed_mean(frames: list[pl.DataFrame], keys: list[str], value: str) -> pl.DataFrame:
@@ -73,27 +102,31 @@ def batch_size_figure(groups: list[RunGroup], path: Path) -> FigureResult:
     if not chosen:
         return FigureResult(title, None, "skipped: no DUS run recorded `batch_size` in steps.parquet")
     fig, axes = _panels(len(chosen))
-    styles = ("-", "--", ":", "-.")
     for ax, (group, frames) in zip(axes, chosen, strict=True):
         modalities = sorted({m for _, f in frames for m in f["modality"].unique().to_list()})
-        # One line per seed: seeds' policies may move in opposite directions, which a mean would hide.
-        for k, (run, rows) in enumerate(frames):
-            for j, modality in enumerate(modalities):
-                mine = rows.filter(pl.col("modality") == modality).sort("step")
-                ax.plot(mine["step"], mine["batch_size"], color=f"C{j}", linestyle=styles[k % len(styles)],
-                        linewidth=1.2, label=f"{modality} (seed {run.seed})")  # fmt: skip
+        for j, modality in enumerate(modalities):
+            mine = [f.filter(pl.col("modality") == modality) for _, f in frames]
+            _band(ax, [f for f in mine if f.height], "step", "batch_size", color=f"C{j}", label=modality)
         ax.set(title=_title(group), xlabel="training step", ylabel="batch size (samples)")
-        ax.legend(title="modality", fontsize="small")
+    _shared_legend(fig, axes, "modality")
     _save(fig, path)
-    return FigureResult(title, path, "samples of each modality per optimisation step, one line per seed")
+    note = "samples of each modality per optimisation step, mean over seeds (band: min-max over seeds)"
+    return FigureResult(title, path, note)
 
 
 def discrepancy_figure(groups: list[RunGroup], path: Path) -> FigureResult:
     """Cumulative discrepancy per modality with the gap between modalities shaded (DUS paper, Figure 5)."""
     title = "Cumulative discrepancy per modality"
-    chosen = [(g, f) for g in groups for f in [_step_frames(g, "cum_discrepancy")] if f]
+    recorded = [(g, f) for g in groups for f in [_step_frames(g, "cum_discrepancy")] if f]
+    # The score sums confidences over a modality's rows, so it compares modalities only where every
+    # step trains every modality (Remix's modality-pure steps make the curves count rows instead).
+    chosen = [(g, f) for g, f in recorded if all(_every_step_has_every_modality(rows) for _, rows in f)]
     if not chosen:
-        return FigureResult(title, None, "skipped: no run recorded `cum_discrepancy` in steps.parquet")
+        why = "no run recorded `cum_discrepancy` in steps.parquet" if not recorded else (
+            "every run with it has steps that train only some modalities, where the summed score "
+            "measures rows, not balance"
+        )  # fmt: skip
+        return FigureResult(title, None, f"skipped: {why}")
     fig, axes = _panels(len(chosen))
     for ax, (group, frames) in zip(axes, chosen, strict=True):
         curve = _seed_mean([f for _, f in frames], ["step", "modality"], "cum_discrepancy")
@@ -106,10 +139,15 @@ def discrepancy_figure(groups: list[RunGroup], path: Path) -> FigureResult:
             high = wide.select(pl.max_horizontal(modalities)).to_series()
             ax.fill_between(wide["step"], low, high, alpha=0.2, color="grey", label="gap")
         ax.set(title=_title(group), xlabel="training step", ylabel="cumulative discrepancy")
-        ax.legend(title="modality")
+    _shared_legend(fig, axes, "modality")
     _save(fig, path)
     note = "Eq. 3 of DUS over the per-step true-class confidence sums, mean over seeds; shaded: gap"
     return FigureResult(title, path, note)
+
+
+def _every_step_has_every_modality(rows: pl.DataFrame) -> bool:
+    per_step = rows.group_by("step").agg(pl.col("modality").n_unique().alias("n"))
+    return bool((per_step["n"] == rows["modality"].n_unique()).all())
 
 
 def _remix_shares(run: Run) -> pl.DataFrame | None:
@@ -141,6 +179,7 @@ def _bss_used(run: Run) -> pl.DataFrame | None:
     samples = run.samples
     if samples is None or "used" not in samples.columns:
         return None
+    samples = samples.drop_nulls("used")  # every run has the column; only BSS runs fill it
     per_sample = samples.group_by("epoch", "idx").agg(pl.col("used").cast(pl.Boolean).any())
     used = per_sample.group_by("epoch").agg((100.0 * pl.col("used").mean()).alias("used"))
     return used if used.height else None
@@ -169,7 +208,7 @@ def remix_figure(groups: list[RunGroup], path: Path) -> FigureResult:
                 bottom[e] = bottom.get(e, 0.0) + v
         ax.set(title=_title(group), xlabel="epoch", ylabel="assigned share (% of train samples)")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.legend(title="modality", loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    _shared_legend(fig, axes, "modality")
     _save(fig, path)
     return FigureResult(title, path, "which modality each train sample was assigned to, mean over seeds")
 
@@ -183,15 +222,13 @@ def bss_figure(groups: list[RunGroup], path: Path) -> FigureResult:
     fig = Figure(figsize=(6.0, 3.8), layout="constrained")
     ax = fig.subplots()
     for group, frames in chosen:
-        used = pl.concat(frames).group_by("epoch").agg(pl.col("used").mean()).sort("epoch")
-        ax.plot(used["epoch"], used["used"], marker="o", label=f"{group.label} · {group.dataset}")
+        _band(ax, frames, "epoch", "used", marker="o", label=f"{group.label} · {group.dataset}")
     ax.set(xlabel="epoch", ylabel="data used (% of train samples)", ylim=(0, 105))
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.legend(title="group")
+    _shared_legend(fig, [ax], "group")
     _save(fig, path)
-    return FigureResult(
-        title, path, "share of the scored train samples trained on each epoch, mean over seeds"
-    )
+    note = "share of the scored train samples trained on each epoch, mean over seeds (band: min-max)"
+    return FigureResult(title, path, note)
 
 
 FIGURES: dict[str, Callable[[list[RunGroup], Path], FigureResult]] = {
@@ -202,6 +239,12 @@ FIGURES: dict[str, Callable[[list[RunGroup], Path], FigureResult]] = {
 }
 
 
-def write_figures(groups: list[RunGroup], directory: Path, stem: str) -> list[FigureResult]:
-    """Every figure as ``<stem>-<name>.png`` in ``directory`` (next to the markdown)."""
-    return [build(groups, directory / f"{stem}-{name}.png") for name, build in FIGURES.items()]
+def figure_paths(directory: Path, stem: str, fmt: str = "png") -> list[Path]:
+    """Where :func:`write_figures` may write: ``<stem>-<name>.<fmt>`` in ``directory``."""
+    return [directory / f"{stem}-{name}.{fmt}" for name in FIGURES]
+
+
+def write_figures(groups: list[RunGroup], directory: Path, stem: str, fmt: str = "png") -> list[FigureResult]:
+    """Every figure in ``directory`` (next to the markdown), or the reason it is left out."""
+    paths = figure_paths(directory, stem, fmt)
+    return [build(groups, path) for build, path in zip(FIGURES.values(), paths, strict=True)]

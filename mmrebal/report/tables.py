@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import re
 from dataclasses import dataclass, field
 
 import polars as pl
@@ -125,7 +126,8 @@ def main_table(groups: list[RunGroup], split: str, metrics: list[str]) -> Table:
     _rank_metric_columns(rows, metric_cols, len(unimodal))
     notes = [
         f"{split} split, checkpoint selected on validation; percent, mean ± std over seeds (n seeds).",
-        "**bold** best, <u>underlined</u> second per column; † below the best unimodal row of that column.",
+        "**bold** best, <u>underlined</u> second per column"
+        + ("; † below the best unimodal row of that column." if unimodal else "."),
         training_note(groups),
     ]
     spans = [(d, ["n"] + [METRIC_TITLES[m] for m in metrics]) for d in datasets]
@@ -293,12 +295,19 @@ def to_latex(table: Table) -> str:
     return "\n".join(lines) + "\n"
 
 
+def csv_name(title: str) -> str:
+    """``"avmnist Macro-F1"`` -> ``avmnist_macro_f1``: a header a dataframe can use as a name."""
+    return re.sub(r"[^0-9a-z]+", "_", title.lower()).strip("_")
+
+
 def to_csv(table: Table) -> str:
-    """Plain numbers for spreadsheets: a statistic column becomes ``<name> mean`` and ``<name> std``."""
+    """Plain numbers for spreadsheets: a statistic column becomes ``<name>_mean`` and ``<name>_std``;
+    headers are lower-case identifiers (no spaces)."""
     stat_cols = {i for row in table.rows for i, c in enumerate(row) if c.stat is not None}
     header: list[str] = []
     for i, name in enumerate(table.header):
-        header += [f"{name} mean", f"{name} std"] if i in stat_cols else [name]
+        name = csv_name(name)
+        header += [f"{name}_mean", f"{name}_std"] if i in stat_cols else [name]
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(header)

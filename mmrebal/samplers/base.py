@@ -76,11 +76,55 @@ class StepFeedback:
 
 @dataclass
 class ScoreResult:
-    """A no-grad evaluation pass over the train split, in split-position order."""
+    """A no-grad evaluation pass over the train split, in split-position order.
+
+    Built by hand in your own loop, it is checked on construction (arrays or CPU tensors are
+    accepted and kept as numpy arrays), and :meth:`check` tells a sampler's missing scope in one line.
+    """
 
     labels: np.ndarray  # [N]
     probs: dict[str, np.ndarray]  # scope ("fused" or modality) -> [N, C] softmax probabilities
     losses: dict[str, np.ndarray]  # scope -> [N] per-sample cross-entropy
+
+    def __post_init__(self) -> None:
+        self.labels = np.asarray(self.labels)
+        if self.labels.ndim != 1:
+            raise ValueError(f"ScoreResult.labels must be [N], got shape {self.labels.shape}")
+        n = len(self.labels)
+        for field_name, rank, shape in (("probs", 2, "[N, C]"), ("losses", 1, "[N]")):
+            value = getattr(self, field_name)
+            if not isinstance(value, dict):
+                raise ValueError(
+                    f"ScoreResult.{field_name} must be a dict scope -> {shape} array (scopes: 'fused' and "
+                    f"each modality), got {type(value).__name__}"
+                )
+            arrays = {str(k): np.asarray(v) for k, v in value.items()}
+            for scope, array in arrays.items():
+                if array.ndim != rank or len(array) != n:
+                    raise ValueError(
+                        f"ScoreResult.{field_name}[{scope!r}] must be {shape} with N = {n} (len(labels)), "
+                        f"got shape {array.shape}"
+                    )
+            setattr(self, field_name, arrays)
+        if set(self.probs) != set(self.losses):
+            raise ValueError(
+                f"ScoreResult.probs has scopes {sorted(self.probs)} but losses has {sorted(self.losses)}; "
+                "give both the same scopes"
+            )
+
+    def check(self, modalities: Sequence[str], num_samples: int, who: str) -> None:
+        """One line naming what ``who`` (a sampler) needs and this result lacks."""
+        missing = [s for s in ("fused", *modalities) if s not in self.probs]
+        if missing:
+            raise ValueError(
+                f"{who}: ScoreResult lacks scope(s) {', '.join(map(repr, missing))}; it needs 'fused' and "
+                f"every modality ({', '.join(modalities)}) in probs and losses"
+            )
+        if len(self.labels) != num_samples:
+            raise ValueError(
+                f"{who}: ScoreResult scores {len(self.labels)} samples, the train split has {num_samples}; "
+                "score the whole train split in split order"
+            )
 
 
 class Sampler(ABC):
@@ -114,6 +158,11 @@ class Sampler(ABC):
     @abstractmethod
     def plans(self, epoch: int) -> Iterator[Plan]:
         """Yield this epoch's plans lazily, so feedback from step t can shape step t+1."""
+
+    def epoch_steps(self, epoch: int) -> int | None:
+        """Steps ``epoch`` will take, when known once its scores are in (the progress bar's total);
+        None when only drawing the plans tells."""
+        return None
 
     def needs_scoring(self, epoch: int) -> bool:
         """Whether to run a scoring pass over the train split before ``epoch`` starts."""

@@ -88,9 +88,18 @@ class BalanceScoredSampler(Sampler):
 
     def measure(self, result: ScoreResult) -> tuple[np.ndarray, np.ndarray]:
         """Store raw similarity and loss; return their min-max normalised versions (sim~, loss~)."""
+        result.check(self.modalities, self.num_samples, self.name)
         self.similarity = prediction_similarity(result.probs, self.modalities)
         self.loss = sample_loss(result, self.modalities, self.loss_kind)
         return min_max(self.similarity), min_max(self.loss)
+
+    def subset_size(self, epoch: int) -> int:
+        """Samples the epoch draws its batches from (the curriculum grows it; all by default)."""
+        return self.num_samples
+
+    def epoch_steps(self, epoch: int) -> int:
+        n = self.subset_size(epoch)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def emit(self, epoch: int, sequence: np.ndarray) -> Iterator[Plan]:
         """Yield full multimodal batches over ``sequence`` in order and trace every sample's position/use."""

@@ -185,6 +185,9 @@ class UnimodalBatchSampler(Sampler):
             self.pending.append(self.describe())
             yield self.compose(self.sizes)
 
+    def epoch_steps(self, epoch: int) -> int:
+        return self.steps_per_epoch
+
     def describe(self) -> dict[str, dict[str, Any]]:
         """Trace columns of the plan about to be drawn: its sizes and the decision behind them."""
         return {

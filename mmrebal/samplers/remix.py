@@ -100,6 +100,7 @@ class RemixSampler(Sampler):
         ]
 
     def receive_scores(self, epoch: int, result: ScoreResult) -> None:
+        result.check(self.modalities, self.num_samples, self.name)
         kl = np.stack([kl_to_uniform(result.probs[m]) for m in self.modalities], axis=1)
         self.assignment = assign_weakest(kl, self.tie, self.rng)
         self.scored_epoch = epoch
@@ -118,6 +119,14 @@ class RemixSampler(Sampler):
 
     def _batches(self, idx: np.ndarray) -> list[np.ndarray]:
         return [idx[s : s + self.batch_size] for s in range(0, len(idx), self.batch_size)]
+
+    def epoch_steps(self, epoch: int) -> int | None:
+        if epoch < self.warmup:
+            return -(-self.num_samples // self.batch_size)
+        if self.assignment is None or self.scored_epoch != epoch:
+            return None
+        counts = np.bincount(self.assignment, minlength=len(self.modalities))
+        return int(sum(-(-int(n) // self.batch_size) for n in counts))
 
     def plans(self, epoch: int) -> Iterator[Plan]:
         if epoch < self.warmup:

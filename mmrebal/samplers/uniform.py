@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 
 from mmrebal.samplers import SAMPLERS
@@ -11,6 +12,9 @@ from mmrebal.samplers.base import Group, Plan, Sampler
 @SAMPLERS.register("uniform")
 class UniformSampler(Sampler):
     name = "uniform"
+
+    def epoch_steps(self, epoch: int) -> int:
+        return math.ceil(self.num_samples / self.batch_size)
 
     def plans(self, epoch: int) -> Iterator[Plan]:
         order = self.rng.permutation(self.num_samples)
