@@ -354,7 +354,8 @@ class Trainer:
             note = self.restore(last)
             if self.dist.is_main:
                 done = self.state.epoch + 1  # the terminal counts epochs from 1
-                self.console.print(f"resuming from {last} after epoch {done}", highlight=False, soft_wrap=True)
+                line = f"resuming from {last} after epoch {done}"
+                self.console.print(line, highlight=False, soft_wrap=True)
                 if note:
                     self.console.print(note, highlight=False, soft_wrap=True)
         else:
