@@ -195,11 +195,11 @@ def test_nvgesture_layout_errors(tmp_path: Path):
 
 
 def test_nvgesture_v1_release_prep_through_the_cli(tmp_path: Path):
-    nvgesture_layout(tmp_path / "nvGesture", train=3, test=1, v1=True)
+    nvgesture_layout(tmp_path / "nvGesture", train=6, test=1, v1=True)  # 2 per class: val gets one each
     out = tmp_path / "nv.h5"
     args = ["prep", "nvgesture", "--root", str(tmp_path / "nvGesture"), "--out", str(out)]
     result = CliRunner().invoke(
-        app, [*args, "--preset", "avmnist", "--workers", "1", "--val-fraction", "0.34"]
+        app, [*args, "--preset", "avmnist", "--workers", "1", "--val-fraction", "0.5"]
     )
     assert result.exit_code == 0, result.output
     assert result.output.count("the v1 train list") == 1 and result.output.count("the v1 test list") == 1
