@@ -1,8 +1,9 @@
 """A torch ``Dataset`` over one split of a cache.
 
 The HDF5 file is opened lazily, once per process (DataLoader workers each get their own handle), and
-only the requested modalities' groups are read. ``__getitems__`` reads a whole batch with one sorted
-fancy-index read per array, which is what the DataLoader calls when it is given a batch sampler.
+only the requested modalities' groups are read. ``__getitems__`` reads a whole batch, row by row into
+one preallocated array per cache array (``mmrebal.cache.rows``); it is what the DataLoader calls when
+it is given a batch sampler.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import torch
 from torch.utils.data import Dataset
 
 from mmrebal.cache.format import open_cache, read_info, split_rows
+from mmrebal.cache.rows import chunk_bytes, open_for_rows, raw_chunks, read_rows
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -72,14 +74,14 @@ class CacheDataset(Dataset):
             self.labels = np.asarray(f["label"][:])[self.rows]
             ids = np.asarray(f["sample_id"][:])[self.rows]
             self.array_names = {m: list(f[m].keys()) for m in self.modalities}
+            keys = [f"{m}/{a}" for m in self.modalities for a in self.array_names[m]]
+            self._largest_chunk = max((chunk_bytes(f[k]) for k in keys), default=0)
             self._memory: dict[str, np.ndarray] | None = None
             if preload and len(self.rows):
-                rows = np.sort(self.rows)
-                self._memory = {
-                    f"{m}/{a}": f[m][a][rows] for m in self.modalities for a in self.array_names[m]
-                }
+                self._memory = {k: read_rows(f[k], self.rows, raw_chunks(f[k])) for k in keys}
         self.sample_ids = [i.decode() for i in ids]
         self._file: h5py.File | None = None
+        self._arrays: dict[str, tuple[h5py.Dataset, bool]] = {}
         self._pid: int | None = None
 
     @property
@@ -89,31 +91,28 @@ class CacheDataset(Dataset):
     def __len__(self) -> int:
         return len(self.rows)
 
-    def _handle(self) -> h5py.File:
+    def _array(self, key: str) -> tuple[h5py.Dataset, bool]:
+        """This process's dataset object for ``key`` (one handle per process) and its raw-chunk flag."""
         if self._file is None or self._pid != os.getpid():
-            self._file = open_cache(self.path)
+            self._file = open_for_rows(self.path, self._largest_chunk)
+            self._arrays = {}
             self._pid = os.getpid()
-        return self._file
+        if key not in self._arrays:
+            ds = self._file[key]
+            self._arrays[key] = (ds, raw_chunks(ds))
+        return self._arrays[key]
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["_file"] = None
-        state["_pid"] = None
+        state.update(_file=None, _arrays={}, _pid=None)
         return state
 
     def _read(self, key: str, positions: np.ndarray) -> np.ndarray:
-        """Rows for split positions, in the order asked, with one monotone read."""
-        order = np.argsort(positions, kind="stable")
-        sorted_pos = positions[order]
-        unique_pos, inverse = np.unique(sorted_pos, return_inverse=True)
+        """Rows for split positions, in the order asked, duplicates included."""
         if self._memory is not None:
-            block = self._memory[key][unique_pos]
-        else:
-            group, name = key.split("/")
-            block = self._handle()[group][name][self.rows[unique_pos]]
-        out = np.empty((len(positions), *block.shape[1:]), dtype=block.dtype)
-        out[order] = block[inverse]
-        return out
+            return self._memory[key][positions]
+        ds, raw = self._array(key)
+        return read_rows(ds, self.rows[positions], raw)
 
     def __getitems__(self, positions: Sequence[int]) -> dict[str, Any]:
         pos = np.asarray(positions, dtype=np.int64)
