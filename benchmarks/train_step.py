@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from rich.console import Console
 from rich.table import Table
 
-from mmrebal.cache.dataset import CacheDataset
+from mmrebal.cache.dataset import CacheDataset, model_inputs
 from mmrebal.cache.writer import Entry, SampleJournal, assemble
 from mmrebal.engine.config import resolve_config
 from mmrebal.engine.trainer import Trainer
@@ -67,9 +67,10 @@ def bare_epoch(
     """The hand-written loop; returns its number of steps."""
     model.train()
     order = np.random.default_rng(seed).permutation(len(dataset))
+    kinds = dataset.info.modalities
     steps = 0
     for start in range(0, len(order), batch_size):
-        batch = dataset.__getitems__(order[start : start + batch_size].tolist())
+        batch = model_inputs(dataset.__getitems__(order[start : start + batch_size].tolist()), kinds)
         out = model(batch)
         labels = batch["label"]
         loss = F.cross_entropy(out.fused_logits, labels)

@@ -38,7 +38,7 @@ from mmrebal.cache.writer import atomic_write_bytes
 from mmrebal.engine import distributed
 from mmrebal.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from mmrebal.engine.config import TrainConfig, config_yaml
-from mmrebal.engine.device import autocast_factory, move_batch, resolve_device
+from mmrebal.engine.device import autocast_factory, device_batch, resolve_device
 from mmrebal.engine.distributed import DistContext
 from mmrebal.engine.traces import TraceWriter, merge_step_rows
 from mmrebal.evaluation.scoring import batch_loader, scope_metrics, score_split
@@ -424,7 +424,7 @@ class Trainer:
         self, epoch: int, batch: dict[str, Any], plan: Plan, active: np.ndarray, fused: np.ndarray
     ) -> StepRecord:
         step = self.state.global_step
-        batch = move_batch(batch, self.device)
+        batch = device_batch(batch, self.info.modalities, self.device)
         ctx = StepContext(epoch=epoch, step=step, loss_weights=plan.loss_weights, autocast=self.autocast)
         result = self.method.train_step(
             self.train_model,

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from mmrebal.cache.dataset import CacheDataset, batch_collate
-from mmrebal.engine.device import move_batch
+from mmrebal.engine.device import device_batch
 from mmrebal.evaluation.metrics import classification_metrics
 from mmrebal.samplers.base import ScoreResult
 
@@ -61,7 +61,7 @@ def score_split(
     try:
         with torch.no_grad():
             for batch in batch_loader(dataset, chunks, device, num_workers):
-                batch = move_batch(batch, device)
+                batch = device_batch(batch, dataset.info.modalities, device)
                 with autocast():
                     out = method.predict(model, batch)
                 logits = {"fused": out.fused_logits, **out.unimodal_logits}
