@@ -36,18 +36,26 @@ FRAMES_SHAPE = (3, 32, 32, 3)
 SPEC_SHAPE = (64, 63)
 
 
-def synthetic_cache(path: Path, train_samples: int, num_classes: int = 10, seed: int = 0) -> Path:
-    """Random arrays of the avmnist shapes (speed does not depend on the values); 16 val/test rows."""
+def synthetic_cache(
+    path: Path,
+    train_samples: int,
+    num_classes: int = 10,
+    seed: int = 0,
+    frames_shape: tuple[int, ...] = FRAMES_SHAPE,
+    spec_shape: tuple[int, ...] = SPEC_SHAPE,
+) -> Path:
+    """Random arrays (default: the avmnist shapes; speed does not depend on the values); 16 val/test rows."""
     rng = np.random.default_rng(seed)
-    journal = SampleJournal(path, hashlib.sha1(f"bench-{train_samples}-{seed}".encode()).hexdigest())
+    key = f"bench-{train_samples}-{seed}-{frames_shape}-{spec_shape}"
+    journal = SampleJournal(path, hashlib.sha1(key.encode()).hexdigest())
     entries = []
     for i in range(train_samples + 32):
         split = "train" if i < train_samples else ("val" if i < train_samples + 16 else "test")
         journal.write(
             f"b{i}",
             {
-                "audio/spec": rng.standard_normal(SPEC_SHAPE).astype(np.float32),
-                "visual/frames": rng.integers(0, 256, FRAMES_SHAPE, dtype=np.uint8),
+                "audio/spec": rng.standard_normal(spec_shape).astype(np.float32),
+                "visual/frames": rng.integers(0, 256, frames_shape, dtype=np.uint8),
             },
         )
         entries.append(Entry(f"b{i}", i % num_classes, split))

@@ -51,3 +51,12 @@ def read_rows(ds: h5py.Dataset, rows: np.ndarray, raw: bool) -> np.ndarray:
         for i, row in enumerate(rows):
             out[i] = ds[int(row)]
     return out
+
+
+def cache_bytes(path: str | Path) -> int:
+    """Bytes of every per-sample array of a cache, uncompressed (what a preload of all splits holds)."""
+    from mmrebal.cache.format import open_cache
+
+    with open_cache(path) as f:
+        arrays = [obj for group in f.values() if isinstance(group, h5py.Group) for obj in group.values()]
+        return sum(int(np.prod(ds.shape)) * ds.dtype.itemsize for ds in arrays)

@@ -64,8 +64,12 @@ def train_command(
     preset: str | None = typer.Option(None, "--preset", help="cpu | ogm | remix | bss"),
     device: str | None = typer.Option(None, "--device", help="auto | cpu | cuda"),
     bf16: bool | None = typer.Option(None, "--bf16/--no-bf16", help="bf16 autocast for forward passes."),
-    workers: int | None = typer.Option(None, "--workers", help="DataLoader worker processes."),
-    preload: bool | None = typer.Option(None, "--preload/--no-preload", help="Read the splits into memory."),
+    workers: int | None = typer.Option(
+        None, "--workers", help="DataLoader worker processes (default: 0 on CPU, from the cores on CUDA)."
+    ),
+    preload: str | None = typer.Option(
+        None, "--preload", help="auto | yes | no: read the splits into memory (auto: if they fit)."
+    ),
     resume: bool | None = typer.Option(
         None, "--resume/--no-resume", help="Continue from RUN_DIR/checkpoints/last.pt."
     ),

@@ -18,28 +18,31 @@ import yaml
 from mmrebal import __version__
 
 # Presets reproduce the anchors' training set-ups. `cpu` is the dataclass defaults themselves: small
-# CNN encoders, Adam 1e-3, batch 64, 6 epochs, splits preloaded, sized for the default avmnist cache on
-# 2 CPU cores (~230 samples/s there). The others switch to ResNet18 and the papers' optimisers.
+# CNN encoders, Adam 1e-3, batch 64, 6 epochs, sized for the default avmnist cache on 2 CPU cores
+# (~230 samples/s there). The others switch to ResNet18 and the papers' optimisers. All of them
+# preload a split that fits in memory and pick loader workers from the device (mmrebal.engine.loading).
 TRAIN_PRESETS: dict[str, dict[str, Any]] = {
     "cpu": {},
     "ogm": {  # OGM-GE: SGD 1e-3, momentum 0.9, wd 1e-4, StepLR(70, 0.1), batch 64, ResNet18
         "encoders": "resnet18", "feature_dim": 512, "batch_size": 64, "epochs": 100,
         "optimizer": "sgd", "lr": 1e-3, "momentum": 0.9, "weight_decay": 1e-4,
-        "scheduler": "step", "step_size": 70, "gamma": 0.1, "preload": False,
+        "scheduler": "step", "step_size": 70, "gamma": 0.1, "preload": "auto",
     },
     "remix": {  # Remix: Adam 5e-5, StepLR(30, 0.1), ResNet18
         "encoders": "resnet18", "feature_dim": 512, "batch_size": 64, "epochs": 100,
         "optimizer": "adam", "lr": 5e-5, "weight_decay": 0.0,
-        "scheduler": "step", "step_size": 30, "gamma": 0.1, "preload": False,
+        "scheduler": "step", "step_size": 30, "gamma": 0.1, "preload": "auto",
     },
     "bss": {  # BSS (CREMA-D, on the OGM-GE code base): SGD 1e-2, momentum 0.9, wd 1e-4, batch 32
         "encoders": "resnet18", "feature_dim": 512, "batch_size": 32, "epochs": 100,
         "optimizer": "sgd", "lr": 1e-2, "momentum": 0.9, "weight_decay": 1e-4,
-        "scheduler": "step", "step_size": 70, "gamma": 0.1, "preload": False,
+        "scheduler": "step", "step_size": 70, "gamma": 0.1, "preload": "auto",
     },
 }  # fmt: skip
 
 INFO_SECTIONS = ("cache_attrs", "versions")
+# YAML and older config.yaml files write preload as a boolean
+PRELOAD_ALIASES = {"auto": "auto", "yes": "yes", "true": "yes", "no": "no", "false": "no"}
 
 
 class ConfigError(ValueError):
@@ -71,8 +74,8 @@ class TrainConfig:
     preset: str = "cpu"
     device: str = "auto"  # auto | cpu | cuda
     bf16: bool = False
-    workers: int = 0
-    preload: bool = True  # read the cache splits into memory once
+    workers: int | None = None  # DataLoader workers; None: 0 on CPU, from the core count on CUDA
+    preload: str = "auto"  # yes | no | auto: read the splits into memory when they fit (see loading.py)
     resume: bool = False
     test_each_epoch: bool = False  # also evaluate TEST every epoch (never used for selection)
     sampler_options: dict[str, Any] = field(default_factory=dict)
@@ -88,6 +91,12 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "eval_batch_size", "step_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)}: must be at least 1")
+        if self.workers is not None and self.workers < 0:
+            raise ConfigError(f"workers={self.workers}: must be 0 or more (or unset: from the device)")
+        preload = PRELOAD_ALIASES.get(str(self.preload).lower())
+        if preload is None:
+            raise ConfigError(f"preload={self.preload!r}: choose one of auto, yes, no")
+        self.preload = preload
 
     def encoder_map(self, modalities: list[str]) -> dict[str, str]:
         """``encoders`` as modality -> encoder name for the cache's modalities."""
@@ -138,6 +147,7 @@ def _coerce(name: str, value: Any, where: str) -> Any:
     kind = str(_FIELDS[name].type)
     if value is None and "None" in kind:
         return None
+    kind = kind.removesuffix(" | None")
     try:
         if kind.startswith("dict"):
             if not isinstance(value, dict):

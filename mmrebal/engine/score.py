@@ -16,6 +16,7 @@ from mmrebal.cache.writer import atomic_write_bytes
 from mmrebal.engine.checkpoint import load_checkpoint
 from mmrebal.engine.config import TrainConfig
 from mmrebal.engine.device import resolve_device
+from mmrebal.engine.loading import decide_preload
 from mmrebal.engine.traces import write_parquet
 from mmrebal.engine.trainer import build_components
 from mmrebal.evaluation.scoring import scope_metrics, score_split
@@ -64,7 +65,7 @@ def score_run(
     model, method = build_components(config, info, target)
     model.load_state_dict(ckpt["model"])
     method.load_state_dict(ckpt["method"])
-    dataset = CacheDataset(config.cache, split, preload=config.preload)
+    dataset = CacheDataset(config.cache, split, preload=decide_preload(config.preload, Path(config.cache)))
     result = score_split(model, method, dataset, target, batch_size or config.eval_batch_size)
     scores = {
         "run_dir": str(run_dir),

@@ -1,0 +1,173 @@
+"""Loader throughput: the training read path beside a raw per-row h5py read and the JPEG loader.
+
+For each shape (the frames and spectrogram of the ``avmnist``, ``ogm``, ``ogm-3f`` and ``bss-ks``
+prep presets) this writes a synthetic cache with the project's own writer (``train_step.
+synthetic_cache``: journal + assembly) and times, on the same shuffled batches at the batch size of
+the matching train preset (``cpu`` 64, ``ogm`` 64, ``bss`` 32):
+
+- **mmrebal**: the DataLoader the trainer builds (``mmrebal.evaluation.scoring.batch_loader`` with
+  ``mmrebal.engine.loading.loader_settings``, over ``CacheDataset.__getitems__``, not preloaded: the
+  path of a split too large for ``--preload auto``), with 0, 1 and 2 workers. What it
+  delivers is what the trainer hands to ``device_batch``: stored uint8 frames, float32 spectrograms
+  (the float conversion runs on the training device and is not part of the read path);
+- **raw**: a plain per-row h5py loop over the same rows in one process (``np.stack`` of ``ds[row]``,
+  datasets opened once), the speed of the file;
+- **JPEG**: the reference repos' loader of ``benchmarks/prep.py`` (``stage2_item``: PIL-decode and
+  resize the dumped JPEG frames, ``librosa.load`` + STFT the wav) over clips this script generates
+  and dumps with ``stage1_dump``, in a DataLoader with the same number of workers.
+
+Worker start-up is not counted (the clock starts at the first batch). Ratios: mmrebal over raw per
+reading process (goal >= 0.9), over JPEG (goal >= 20), and over its own 0-worker rate (linear: 1, 1, 2).
+
+Usage: ``python benchmarks/loader.py [--shapes avmnist,ogm,ogm-3f,bss-ks] [--rows 256] [--batches 24]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import torch
+from prep import make_dataset, stage1_dump, stage2_item, table
+from torch.utils.data import DataLoader, Dataset
+from train_step import synthetic_cache
+
+from mmrebal.cache.dataset import CacheDataset
+from mmrebal.engine.config import resolve_config
+from mmrebal.engine.loading import loader_settings
+from mmrebal.evaluation.scoring import batch_loader
+from mmrebal.prep.presets import PRESETS, Preset
+
+SHAPES = {"avmnist": "cpu", "ogm": "ogm", "ogm-3f": "ogm", "bss-ks": "bss"}  # prep preset -> train preset
+
+
+def shuffled_batches(n: int, batch_size: int, count: int, seed: int = 0) -> list[list[int]]:
+    """``count`` batches of distinct positions, epoch after epoch of shuffles (as the uniform sampler)."""
+    rng = np.random.default_rng(seed)
+    out: list[list[int]] = []
+    while len(out) < count:
+        order = rng.permutation(n)
+        out += [order[i : i + batch_size].tolist() for i in range(0, n - batch_size + 1, batch_size)]
+    return out[:count]
+
+
+def samples_per_s(batches: Iterable[dict[str, Any]]) -> float:
+    """Throughput of an iterable of batches, from the first batch on (start-up is not counted)."""
+    it = iter(batches)
+    next(it)
+    started, samples = time.perf_counter(), 0
+    for batch in it:
+        samples += len(next(iter(batch.values())))
+    return samples / (time.perf_counter() - started)
+
+
+def raw_rows(path: Path, rows: np.ndarray, batches: list[list[int]]) -> Iterator[dict[str, np.ndarray]]:
+    """The file's speed: a plain per-row h5py read of the same rows, datasets opened once."""
+    with h5py.File(path, "r") as f:
+        arrays = {key: f[key] for key in ("visual/frames", "audio/spec")}
+        for batch in batches:
+            yield {key: np.stack([ds[int(r)] for r in rows[batch]]) for key, ds in arrays.items()}
+
+
+class JpegItems(Dataset):
+    """The reference loader: one ``stage2_item`` per sample, as float tensors (its collate stacks)."""
+
+    def __init__(self, folders: list[Path], preset: Preset) -> None:
+        self.folders = folders
+        self.preset = preset
+
+    def __len__(self) -> int:
+        return len(self.folders)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        frames, spec = stage2_item(self.folders[i % len(self.folders)], self.preset)
+        return {
+            "visual": torch.from_numpy(frames).permute(0, 3, 1, 2).float().div_(255.0),
+            "audio": torch.from_numpy(spec).unsqueeze(0),
+        }
+
+
+def jpeg_dump(root: Path, preset: Preset, clips: int, workers: int) -> list[Path]:
+    """Clips of the preset's duration, dumped to JPEG frames + wav the reference way (stage 1)."""
+    paths = make_dataset(root / "src", clips, preset.audio.duration_s, workers)
+    fps = preset.frames.fps or 1.0
+    with ProcessPoolExecutor(workers) as pool:
+        list(pool.map(stage1_dump, [(p, root / "dump" / p.stem, fps) for p in paths]))
+    return [root / "dump" / p.stem for p in paths]
+
+
+def measure(name: str, args: argparse.Namespace, tmp: Path) -> list[tuple[str, ...]]:
+    preset = PRESETS.get(name)
+    config = resolve_config({"preset": SHAPES[name], "device": "cpu"})
+    bs = config.batch_size
+    cache = synthetic_cache(
+        tmp / f"{name}.h5",
+        args.rows,
+        frames_shape=preset.frames.shape(),
+        spec_shape=preset.audio.shape(),
+    )
+    folders = jpeg_dump(tmp / f"{name}-jpeg", preset, args.clips, max(args.workers))
+    dataset = CacheDataset(cache, "train", preload=False)
+    batches = shuffled_batches(len(dataset), bs, args.batches + 1)
+    jpeg_batches = batches[: args.jpeg_batches + 1]  # item i is clip i % clips
+    raw = samples_per_s(raw_rows(cache, dataset.rows, batches))
+    print(f"{name}: raw per-row h5py {raw:.0f} samples/s", file=sys.stderr)
+    rows, base = [], None
+    for workers in args.workers:
+        cpu = torch.device("cpu")
+        ours = samples_per_s(batch_loader(dataset, batches, cpu, loader_settings(workers, cpu)))
+        reference = JpegItems(folders, preset)
+        jpeg = samples_per_s(DataLoader(reference, batch_sampler=jpeg_batches, num_workers=workers))
+        base = base or ours
+        processes = max(workers, 1)
+        print(f"{name}: {workers} workers: mmrebal {ours:.0f}, JPEG {jpeg:.1f} samples/s", file=sys.stderr)
+        rows.append(
+            (
+                name,
+                str(bs),
+                str(workers),
+                f"{ours:.0f}",
+                f"{raw:.0f}",
+                f"{jpeg:.1f}",
+                f"{ours / (raw * processes):.2f}",
+                f"{ours / jpeg:.0f}x",
+                f"{ours / base:.2f}",
+            )
+        )
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--shapes", default=",".join(SHAPES), help="prep presets whose shapes to time")
+    parser.add_argument("--rows", type=int, default=256, help="train rows of each synthetic cache")
+    parser.add_argument("--batches", type=int, default=24, help="timed batches per loader setting")
+    parser.add_argument("--clips", type=int, default=16, help="generated clips behind the JPEG loader")
+    parser.add_argument("--jpeg-batches", type=int, default=3, help="timed JPEG-loader batches")
+    parser.add_argument("--workers", default="0,1,2", help="DataLoader worker counts")
+    args = parser.parse_args(argv)
+    args.workers = [int(w) for w in args.workers.split(",")]
+    names = args.shapes.split(",")
+    unknown = [n for n in names if n not in SHAPES]
+    if unknown:
+        raise SystemExit(f"--shapes: unknown {', '.join(unknown)}; choose from {', '.join(SHAPES)}")
+    rows: list[tuple[str, ...]] = []
+    with tempfile.TemporaryDirectory(prefix="mmrebal-loader-") as tmp:
+        for name in names:
+            rows += measure(name, args, Path(tmp))
+    header = ("shape", "batch", "workers", "mmrebal samples/s", "raw h5py (1 proc)", "JPEG loader",
+              "mmrebal / raw per proc", "mmrebal / JPEG", "vs 0 workers")  # fmt: skip
+    print()
+    table(header, rows)
+
+
+if __name__ == "__main__":
+    main()
