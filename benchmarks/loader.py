@@ -16,8 +16,8 @@ the matching train preset (``cpu`` 64, ``ogm`` 64, ``bss`` 32):
   resize the dumped JPEG frames, ``librosa.load`` + STFT the wav) over clips this script generates
   and dumps with ``stage1_dump``, in a DataLoader with the same number of workers.
 
-Two rates per loader: wall-clock samples/s from the first batch on (worker start-up not counted), and
-samples per CPU-second of every process that read them (the main process and its joined workers),
+Two rates per loader, both from the first batch on (worker start-up is not counted): wall-clock
+samples/s, and samples per CPU-second of every process that read them (the main one and its workers),
 which is what one process achieves without the other tenants of a shared machine. Goals: mmrebal >=
 0.9x raw per process, >= 20x the JPEG loader, and wall rate linear in workers where cores are free.
 
@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import sys
 import tempfile
 import time
@@ -67,26 +66,33 @@ def shuffled_batches(n: int, batch_size: int, count: int, seed: int = 0) -> list
 
 @dataclass(frozen=True)
 class Rate:
-    wall: float  # samples/s from the first batch on (start-up is not counted)
-    cpu: float  # samples per CPU-second of every process that read them (main + workers, start-up included)
+    wall: float  # samples/s
+    cpu: float  # samples per CPU-second of every process that read them (the main one and its workers)
 
 
-def cpu_seconds() -> float:
-    """CPU time of this process and of its finished (joined) children, such as DataLoader workers."""
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return time.process_time() + children.ru_utime + children.ru_stime
+def cpu_seconds(pids: list[int]) -> float:
+    """CPU time of this process and of the live processes ``pids`` (DataLoader workers), from /proc."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = time.process_time()
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+    return total
 
 
-def measure_rate(batches: Iterable[dict[str, Any]]) -> Rate:
-    """Throughput of an iterable of batches; the DataLoader joins its workers when it is exhausted."""
-    cpu_started = cpu_seconds()
+def measure_rate(batches: Iterable[dict[str, Any]], count: int) -> Rate:
+    """Throughput over ``count - 1`` batches after the first (start-up is not counted)."""
     it = iter(batches)
-    first = len(next(iter(next(it).values())))
-    started, samples = time.perf_counter(), 0
-    for batch in it:
-        samples += len(next(iter(batch.values())))
+    next(it)
+    pids = [w.pid for w in getattr(it, "_workers", [])]  # a DataLoader iterator's worker processes
+    started, cpu_started, samples = time.perf_counter(), cpu_seconds(pids), 0
+    for _ in range(count - 1):
+        samples += len(next(iter(next(it).values())))
     wall = samples / (time.perf_counter() - started)
-    return Rate(wall, (first + samples) / (cpu_seconds() - cpu_started))
+    rate = Rate(wall, samples / max(cpu_seconds(pids) - cpu_started, 1e-9))
+    for _ in it:  # nothing is left; lets the loader stop its workers
+        pass
+    return rate
 
 
 def raw_rows(path: Path, rows: np.ndarray, batches: list[list[int]]) -> Iterator[dict[str, np.ndarray]]:
@@ -138,16 +144,18 @@ def measure(name: str, args: argparse.Namespace, tmp: Path) -> list[tuple[str, .
     dataset = CacheDataset(cache, "train", preload=False)
     batches = shuffled_batches(len(dataset), bs, args.batches + 1)
     jpeg_batches = batches[: args.jpeg_batches + 1]  # item i is clip i % clips
-    raw = measure_rate(raw_rows(cache, dataset.rows, batches))
+    raw = measure_rate(raw_rows(cache, dataset.rows, batches), len(batches))
     print(f"{name}: raw per-row h5py {raw.wall:.0f} samples/s", file=sys.stderr)
     rows, base = [], None
     for workers in args.workers:
         cpu = torch.device("cpu")
-        ours = measure_rate(batch_loader(dataset, batches, cpu, loader_settings(workers, cpu)))
+        ours = measure_rate(batch_loader(dataset, batches, cpu, loader_settings(workers, cpu)), len(batches))
         reference = JpegItems(folders, preset)
-        jpeg = measure_rate(DataLoader(reference, batch_sampler=jpeg_batches, num_workers=workers))
+        jpeg = measure_rate(
+            DataLoader(reference, batch_sampler=jpeg_batches, num_workers=workers), len(jpeg_batches)
+        )
         base = base or ours.wall
-        print(f"{name}: {workers} workers: mmrebal {ours}, JPEG {jpeg}", file=sys.stderr)
+        print(f"{name}: {workers} workers: mmrebal {ours.wall:.0f}, JPEG {jpeg.wall:.1f} /s", file=sys.stderr)
         rows.append(
             (
                 name,
