@@ -5,11 +5,16 @@ its own process, so a crash or a kill touches one cell only. A cell whose direct
 ``summary.json`` is finished and skipped; one with ``checkpoints/last.pt`` is resumed with
 ``--resume``; any other starts afresh. So re-running an interrupted sweep loses at most the epoch
 each unfinished cell was in. Each attempt's output is appended to ``<cell>/train.log``.
+
+With ``gpus`` (``--gpus 0,1,2,3``) each running cell holds one of them, as its process's only visible
+device (``CUDA_VISIBLE_DEVICES``); ``jobs`` then defaults to one cell per GPU, and a larger ``jobs``
+shares the GPUs round-robin.
 """
 
 from __future__ import annotations
 
 import os
+import queue
 import shlex
 import subprocess
 import sys
@@ -24,7 +29,7 @@ from typing import Any
 import yaml
 
 LOG_NAME = "train.log"
-GRID_KEYS = ("cache", "samplers", "methods", "seeds", "out", "jobs", "train")
+GRID_KEYS = ("cache", "samplers", "methods", "seeds", "out", "jobs", "gpus", "train")
 DEFAULT_LAUNCHER = (sys.executable, "-m", "mmrebal", "train")
 
 
@@ -54,6 +59,7 @@ class SweepSpec:
     cache: Path | None = None
     jobs: int = 1
     train_args: list[str] = field(default_factory=list)
+    gpus: list[str] = field(default_factory=list)  # CUDA device ids, one per running cell
 
     def cells(self) -> list[Cell]:
         return [Cell(s, m, seed) for s in self.samplers for m in self.methods for seed in self.seeds]
@@ -145,17 +151,21 @@ def build_spec(
     out: Path | None,
     jobs: int | None,
     train_args: list[str],
+    gpus: str | None = None,
 ) -> SweepSpec:
     """Command-line values over the grid file's; train flags from the file first, so the CLI's win."""
     cache_value = cache if cache is not None else grid.get("cache")
+    gpu_ids = split_list(gpus if gpus is not None else grid.get("gpus"), "--gpus")
+    default_jobs = len(gpu_ids) or 1
     spec = SweepSpec(
         samplers=split_list(samplers if samplers is not None else grid.get("samplers"), "--samplers"),
         methods=split_list(methods if methods is not None else grid.get("methods", "joint"), "--methods"),
         seeds=parse_seeds(seeds if seeds is not None else grid.get("seeds", "0")),
         out=Path(out if out is not None else grid.get("out", "runs/sweep")),
         cache=Path(cache_value) if cache_value else None,
-        jobs=_int(jobs if jobs is not None else grid.get("jobs", 1), "--jobs"),
+        jobs=_int(jobs if jobs is not None else grid.get("jobs", default_jobs), "--jobs"),
         train_args=[*grid.get("train", []), *train_args],
+        gpus=gpu_ids,
     )
     if not spec.samplers:
         raise SweepError("no samplers: pass --samplers uniform,dus (or `samplers:` in the grid file)")
@@ -163,6 +173,9 @@ def build_spec(
         raise SweepError("--methods and --seeds need at least one value each")
     if spec.jobs < 1:
         raise SweepError(f"--jobs {spec.jobs}: must be at least 1")
+    bad = [g for g in spec.gpus if not g.isdigit()]
+    if bad:
+        raise SweepError(f"--gpus {','.join(spec.gpus)}: device ids are whole numbers, e.g. 0,1,2,3")
     reserved = {"--sampler", "--method", "--seed", "--out", "--resume", "--cache"}
     clash = sorted({a.split("=")[0] for a in spec.train_args} & reserved)
     if clash:
@@ -212,6 +225,9 @@ class SweepRunner:
         self._running: dict[Cell, subprocess.Popen] = {}
         self._lock = threading.Lock()
         self._stopping = False
+        self._free_gpus: queue.SimpleQueue[str] = queue.SimpleQueue()
+        for slot in range(spec.jobs if spec.gpus else 0):
+            self._free_gpus.put(spec.gpus[slot % len(spec.gpus)])
 
     def run(self, on_outcome: Callable[[CellOutcome], None] = lambda o: None) -> list[CellOutcome]:
         """Every cell's outcome, in grid order; ``on_outcome`` sees each as it happens."""
@@ -242,6 +258,14 @@ class SweepRunner:
     def _run_cell(self, cell: Cell) -> CellOutcome:
         if self._stopping:  # queued before an interrupt: leave the cell untouched
             return CellOutcome(cell, "failed")
+        gpu = self._free_gpus.get() if self.spec.gpus else None  # one is free: at most `jobs` cells run
+        try:
+            return self._launch(cell, gpu)
+        finally:
+            if gpu is not None:
+                self._free_gpus.put(gpu)
+
+    def _launch(self, cell: Cell, gpu: str | None) -> CellOutcome:
         cell_dir = self.spec.out / cell.name
         resume = cell_state(cell_dir) == "resumable"
         cmd = cell_command(self.spec, cell, resume, self.launcher)
@@ -249,13 +273,16 @@ class SweepRunner:
         log = cell_dir / LOG_NAME
         with open(log, "a") as handle:
             stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
-            handle.write(f"# {stamp} mmrebal sweep {'resume' if resume else 'start'}: {shlex.join(cmd)}\n")
+            where = "" if gpu is None else f"CUDA_VISIBLE_DEVICES={gpu} "
+            handle.write(
+                f"# {stamp} mmrebal sweep {'resume' if resume else 'start'}: {where}{shlex.join(cmd)}\n"
+            )
             handle.flush()
             with self._lock:
                 if self._stopping:
                     return CellOutcome(cell, "failed", resume, None, log)
                 proc = subprocess.Popen(
-                    cmd, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self._env()
+                    cmd, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self._env(gpu)
                 )
                 self._running[cell] = proc
             returncode = proc.wait()
@@ -264,10 +291,12 @@ class SweepRunner:
         ok = returncode == 0 and cell_state(cell_dir) == "finished"
         return CellOutcome(cell, "finished" if ok else "failed", resume, returncode, log)
 
-    def _env(self) -> dict[str, str]:
+    def _env(self, gpu: str | None) -> dict[str, str]:
         """Unbuffered output so ``train.log`` follows a cell live; with several cells at once, share
-        the cores instead of each torch taking all of them."""
+        the cores instead of each torch taking all of them; the cell's GPU as its only visible one."""
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        if gpu is not None:
+            env["CUDA_VISIBLE_DEVICES"] = gpu
         if self.spec.jobs > 1 and "OMP_NUM_THREADS" not in env:
             env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // self.spec.jobs))
         return env

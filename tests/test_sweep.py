@@ -46,6 +46,7 @@ FAKE_TRAIN = textwrap.dedent(
     p.add_argument("--resume", action="store_true")
     args = p.parse_args()
     out = Path(args.out)
+    started = time.time()
     ckpt = out / "checkpoints" / "last.pt"
     start = json.loads(ckpt.read_text())["epoch"] + 1 if args.resume else 0
     if args.sampler == "broken":
@@ -58,6 +59,8 @@ FAKE_TRAIN = textwrap.dedent(
         ckpt.parent.mkdir(parents=True, exist_ok=True)
         ckpt.with_suffix(".tmp").write_text(json.dumps({"epoch": epoch}))
         os.replace(ckpt.with_suffix(".tmp"), ckpt)
+    gpu = os.environ.get("CUDA_VISIBLE_DEVICES")
+    (out / "device.json").write_text(json.dumps({"gpu": gpu, "start": started, "end": time.time()}))
     (out / "summary.json").write_text(json.dumps({"status": "finished"}))
     """
 )
@@ -229,6 +232,39 @@ def test_interrupted_sweep_resumes_without_retraining(tmp_path: Path, fake_train
     assert epochs_trained(first) == [0, 1, 2, 3]
     assert epochs_trained(second) == [0, 1, 2, 3]  # nothing trained twice: resumed after the checkpoint
     assert epochs_trained(third) == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize(("gpus", "jobs"), [("0,1", None), ("2,3", 4)])
+def test_each_running_cell_gets_its_own_gpu(
+    tmp_path: Path, fake_train: tuple[str, ...], monkeypatch: pytest.MonkeyPatch, gpus: str, jobs: int | None
+) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "7")  # the sweep's own devices do not leak into cells
+    spec = build_spec({}, None, "a,b,c", None, "0,1", tmp_path / "sw", jobs, ["--sleep", "0.3"], gpus)
+    assert spec.gpus == gpus.split(",") and spec.jobs == (jobs or 2)
+    outcomes = SweepRunner(spec, launcher=fake_train).run()
+    assert [o.status for o in outcomes] == ["finished"] * 6
+    runs = [json.loads((tmp_path / "sw" / c.name / "device.json").read_text()) for c in spec.cells()]
+    assert {r["gpu"] for r in runs} == set(spec.gpus)
+    for gpu in spec.gpus:  # never more cells on one GPU at once than its share of the jobs
+        share = spec.jobs // len(spec.gpus)
+        spans = [(r["start"], r["end"]) for r in runs if r["gpu"] == gpu]
+        most = max(sum(s <= t < e for s, e in spans) for t, _ in spans)
+        assert most <= share
+    log = (tmp_path / "sw" / spec.cells()[0].name / LOG_NAME).read_text()
+    assert "CUDA_VISIBLE_DEVICES=" in log.splitlines()[0]
+    with pytest.raises(SweepError, match="device ids are whole numbers"):
+        build_spec({}, None, "a", None, None, tmp_path / "sw", None, [], "0,cuda:1")
+
+
+def test_without_gpus_cells_keep_the_environment(tmp_path: Path, fake_train: tuple[str, ...],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "5")
+    spec = build_spec({"gpus": None}, None, "a", None, None, tmp_path / "sw", None, [])
+    assert spec.jobs == 1 and spec.gpus == []
+    SweepRunner(spec, launcher=fake_train).run()
+    assert json.loads((tmp_path / "sw" / "a-joint-s0" / "device.json").read_text())["gpu"] == "5"
+    grid = {"samplers": "a", "gpus": "0,1,2"}  # a grid file's gpus: one cell per GPU by default
+    assert build_spec(grid, None, None, None, None, tmp_path / "sw", None, []).jobs == 3
 
 
 def test_cli_refuses_a_grid_without_samplers() -> None:

@@ -19,7 +19,10 @@ def sweep_command(
     out: Path | None = typer.Option(
         None, help="Sweep directory; cells go to OUT/<sampler>-<method>-s<seed>."
     ),
-    jobs: int | None = typer.Option(None, help="Cells trained at once (default 1)."),
+    jobs: int | None = typer.Option(None, help="Cells trained at once (default 1, or one per --gpus)."),
+    gpus: str | None = typer.Option(
+        None, help="Comma-separated CUDA device ids; each running cell gets one (CUDA_VISIBLE_DEVICES)."
+    ),
     grid: Path | None = typer.Option(None, help="YAML grid file; command-line values override it."),
     train_opt: list[str] = typer.Option(
         [], "--train-opt", help='Train flags for every cell, e.g. --train-opt "--epochs 2" (repeatable).'
@@ -47,6 +50,7 @@ def sweep_command(
             out,
             jobs,
             parse_train_opts(train_opt) + list(ctx.args),
+            gpus,
         )
     except SweepError as exc:
         err.print(f"[red]error:[/red] {escape(str(exc))}")
