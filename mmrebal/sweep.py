@@ -260,12 +260,13 @@ class SweepRunner:
             return CellOutcome(cell, "failed")
         gpu = self._free_gpus.get() if self.spec.gpus else None  # one is free: at most `jobs` cells run
         try:
-            return self._launch(cell, gpu)
+            return self.launch(cell, gpu)
         finally:
             if gpu is not None:
                 self._free_gpus.put(gpu)
 
-    def _launch(self, cell: Cell, gpu: str | None) -> CellOutcome:
+    def launch(self, cell: Cell, gpu: str | None) -> CellOutcome:
+        """Train one cell now (resumed when it has a checkpoint), its output appended to its log."""
         cell_dir = self.spec.out / cell.name
         resume = cell_state(cell_dir) == "resumable"
         cmd = cell_command(self.spec, cell, resume, self.launcher)

@@ -267,10 +267,46 @@ def test_without_gpus_cells_keep_the_environment(tmp_path: Path, fake_train: tup
     assert build_spec(grid, None, None, None, None, tmp_path / "sw", None, []).jobs == 3
 
 
+def test_cluster_sweep_through_the_local_executor(tmp_path: Path, fake_train: tuple[str, ...]) -> None:
+    from mmrebal.cluster import ClusterSweep
+
+    spec = build_spec({}, None, "uniform,broken,dus", None, "0", tmp_path / "sw", None, ["--epochs", "2"])
+    resumable = tmp_path / "sw" / "dus-joint-s0" / "checkpoints" / "last.pt"
+    resumable.parent.mkdir(parents=True)
+    resumable.write_text(json.dumps({"epoch": 0}))  # an interrupted cell: only epoch 1 is left
+    sweep = ClusterSweep(spec, "local", {"timeout_min": 5}, launcher=fake_train, poll_s=0.2)
+    outcomes = sweep.run()
+    assert [(o.cell.sampler, o.status, o.resumed) for o in outcomes] == [
+        ("uniform", "finished", False), ("broken", "failed", False), ("dus", "finished", True)]  # fmt: skip
+    assert epochs_trained(tmp_path / "sw" / "dus-joint-s0") == [1]
+    device = json.loads((tmp_path / "sw" / "uniform-joint-s0" / "device.json").read_text())
+    assert device["gpu"] == "0"  # the executor's one GPU per job (gpus_per_node: 1)
+    assert "boom" in (tmp_path / "sw" / "broken-joint-s0" / LOG_NAME).read_text()
+    assert (tmp_path / "sw" / ".submitit").is_dir()
+    again = ClusterSweep(spec, "local", {"timeout_min": 5}, launcher=fake_train, poll_s=0.2).run()
+    assert [o.status for o in again] == ["skipped", "failed", "skipped"]
+    with pytest.raises(ValueError, match="--cluster 'pbs'"):
+        ClusterSweep(spec, "pbs")
+
+
 def test_cli_refuses_a_grid_without_samplers() -> None:
     result = CliRunner().invoke(app, ["sweep", "--seeds", "0"])
     assert result.exit_code == 2
     assert "no samplers" in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--cluster", "pbs"], "choose one of slurm, local"),
+        (["--cluster", "local", "--gpus", "0,1"], "--gpus is for local sweeps"),
+        (["--cluster", "local", "--cluster-opt", "timeout_min"], "expected KEY=VALUE"),
+        (["--gpus", "a"], "device ids are whole numbers"),
+    ],
+)
+def test_cli_refuses_bad_cluster_and_gpu_options(tmp_path: Path, args: list[str], message: str) -> None:
+    result = CliRunner().invoke(app, ["sweep", "--samplers", "uniform", "--out", str(tmp_path), *args])
+    assert result.exit_code == 2 and message in strip_style(result.output), result.output
 
 
 def run_cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
