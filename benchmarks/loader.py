@@ -21,6 +21,10 @@ samples/s, and samples per CPU-second of every process that read them (the main 
 which is what one process achieves without the other tenants of a shared machine. Goals: mmrebal >=
 0.9x raw per process, >= 20x the JPEG loader, and wall rate linear in workers where cores are free.
 
+A second table compares the cache layouts of ``mmrebal prep --compression`` at ``bss-ks`` shapes
+(frames cut from photographs so that a compressor has natural content): bytes per sample on disk and
+batch read speed in one process.
+
 Usage: ``python benchmarks/loader.py [--shapes avmnist,ogm,ogm-3f,bss-ks] [--rows 256] [--batches 24]``
 """
 
@@ -31,7 +35,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -175,6 +179,52 @@ def measure(name: str, args: argparse.Namespace, tmp: Path) -> list[tuple[str, .
     return rows
 
 
+def natural_frames(shape: tuple[int, ...]) -> Callable[[np.random.Generator], np.ndarray]:
+    """Frames cut from scikit-learn's two bundled photographs, panning a few pixels per frame, so a
+    compressor sees natural content (random pixels would not compress at all)."""
+    from sklearn.datasets import load_sample_images
+
+    photos = load_sample_images().images  # 427x640 RGB
+    count, height, width, _ = shape
+
+    def draw(rng: np.random.Generator) -> np.ndarray:
+        photo = photos[rng.integers(len(photos))]
+        y = int(rng.integers(0, photo.shape[0] - height - 2 * count))
+        x = int(rng.integers(0, photo.shape[1] - width - 4 * count))
+        return np.stack(
+            [photo[y + 2 * t : y + 2 * t + height, x + 4 * t : x + 4 * t + width] for t in range(count)]
+        )
+
+    return draw
+
+
+def measure_layouts(args: argparse.Namespace, tmp: Path) -> list[tuple[str, ...]]:
+    """Size and read speed of the cache layouts (``prep --compression``) at Kinetics-Sounds shapes."""
+    preset = PRESETS.get("bss-ks")
+    bs = resolve_config({"preset": SHAPES["bss-ks"], "device": "cpu"}).batch_size
+    out, base = [], None
+    for compression in ("none", "lzf"):
+        path = synthetic_cache(
+            tmp / f"layout-{compression}.h5",
+            args.rows,
+            frames_shape=preset.frames.shape(),
+            spec_shape=preset.audio.shape(),
+            frames=natural_frames(preset.frames.shape()),
+            compression=None if compression == "none" else compression,
+        )
+        dataset = CacheDataset(path, "train", preload=False)
+        batches = shuffled_batches(len(dataset), bs, args.batches + 1)
+        cpu = torch.device("cpu")
+        ours = measure_rate(batch_loader(dataset, batches, cpu, loader_settings(0, cpu)), len(batches))
+        raw = measure_rate(raw_rows(path, dataset.rows, batches), len(batches))
+        size = path.stat().st_size / (args.rows + 32)
+        base = base or (size, ours.wall)
+        out.append((compression, f"{size / 1e3:.0f}", f"{base[0] / size:.2f}x", f"{ours.wall:.0f}",
+                    f"{raw.wall:.0f}", f"{ours.wall / base[1]:.2f}"))  # fmt: skip
+        print(f"layout {compression}: {size / 1e3:.0f} KB/sample, {ours.wall:.0f} samples/s", file=sys.stderr)
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--shapes", default=",".join(SHAPES), help="prep presets whose shapes to time")
@@ -183,6 +233,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--clips", type=int, default=16, help="generated clips behind the JPEG loader")
     parser.add_argument("--jpeg-batches", type=int, default=3, help="timed JPEG-loader batches")
     parser.add_argument("--workers", default="0,1,2", help="DataLoader worker counts")
+    parser.add_argument("--no-layouts", action="store_true", help="skip the raw vs lzf layout table")
     args = parser.parse_args(argv)
     args.workers = [int(w) for w in args.workers.split(",")]
     names = args.shapes.split(",")
@@ -190,14 +241,20 @@ def main(argv: list[str] | None = None) -> None:
     if unknown:
         raise SystemExit(f"--shapes: unknown {', '.join(unknown)}; choose from {', '.join(SHAPES)}")
     rows: list[tuple[str, ...]] = []
+    layouts: list[tuple[str, ...]] = []
     with tempfile.TemporaryDirectory(prefix="mmrebal-loader-") as tmp:
         for name in names:
             rows += measure(name, args, Path(tmp))
+        if not args.no_layouts:
+            layouts = measure_layouts(args, Path(tmp))
     header = ("shape", "batch", "workers", "mmrebal /s", "raw h5py /s", "JPEG /s", "vs 0 workers",
               "/ JPEG", "mmrebal /CPU-s", "raw /CPU-s", "/ raw per CPU", "/ JPEG per CPU")  # fmt: skip
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print(f"\n{loading.usable_cores()} cores, load average {load} (other processes share them)\n")
     table(header, rows)
+    if layouts:
+        print("\nlayouts at bss-ks (Kinetics-Sounds) shapes, frames cut from photographs, 0 workers:\n")
+        table(("layout", "KB/sample", "smaller", "mmrebal /s", "raw h5py /s", "read speed vs none"), layouts)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import hashlib
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -43,10 +44,14 @@ def synthetic_cache(
     seed: int = 0,
     frames_shape: tuple[int, ...] = FRAMES_SHAPE,
     spec_shape: tuple[int, ...] = SPEC_SHAPE,
+    frames: Callable[[np.random.Generator], np.ndarray] | None = None,
+    compression: str | None = None,
 ) -> Path:
-    """Random arrays (default: the avmnist shapes; speed does not depend on the values); 16 val/test rows."""
+    """Random arrays (default: the avmnist shapes; read speed does not depend on the values); 16 val and
+    16 test rows. ``frames`` draws each row's frames instead (content matters once ``compression`` is
+    set: ``mmrebal.cache.writer.assemble``'s HDF5 filter)."""
     rng = np.random.default_rng(seed)
-    key = f"bench-{train_samples}-{seed}-{frames_shape}-{spec_shape}"
+    key = f"bench-{train_samples}-{seed}-{frames_shape}-{spec_shape}-{frames is None}"
     journal = SampleJournal(path, hashlib.sha1(key.encode()).hexdigest())
     entries = []
     for i in range(train_samples + 32):
@@ -55,12 +60,15 @@ def synthetic_cache(
             f"b{i}",
             {
                 "audio/spec": rng.standard_normal(spec_shape).astype(np.float32),
-                "visual/frames": rng.integers(0, 256, frames_shape, dtype=np.uint8),
+                "visual/frames": frames(rng)
+                if frames
+                else rng.integers(0, 256, frames_shape, dtype=np.uint8),
             },
         )
         entries.append(Entry(f"b{i}", i % num_classes, split))
     kinds = {"audio": "spectrogram", "visual": "frames"}
-    assemble(journal, entries, path, [str(c) for c in range(num_classes)], kinds, {"dataset": "bench"})
+    classes = [str(c) for c in range(num_classes)]
+    assemble(journal, entries, path, classes, kinds, {"dataset": "bench"}, compression=compression)
     journal.remove()
     return path
 

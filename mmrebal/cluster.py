@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from mmrebal.sweep import DEFAULT_LAUNCHER, Cell, CellOutcome, SweepRunner, SweepSpec, cell_state
+from mmrebal.sweep import DEFAULT_LAUNCHER, Cell, CellOutcome, SweepRunner, SweepSpec, skip_finished
 
 CLUSTERS = ("slurm", "local")
 # submitit's executor-independent parameters; --cluster-opt overrides them and adds slurm_* ones
@@ -59,16 +59,8 @@ class ClusterSweep:
         """Every cell's outcome, in grid order; ``on_outcome`` sees each as it happens."""
         import submitit
 
-        self.spec.out.mkdir(parents=True, exist_ok=True)
         cells = self.spec.cells()
-        outcomes: dict[Cell, CellOutcome] = {}
-        todo = []
-        for cell in cells:
-            if cell_state(self.spec.out / cell.name) == "finished":
-                outcomes[cell] = CellOutcome(cell, "skipped")
-                on_outcome(outcomes[cell])
-            else:
-                todo.append(cell)
+        outcomes, todo = skip_finished(self.spec, on_outcome)
         executor = submitit.AutoExecutor(folder=self.folder, cluster=self.cluster)
         executor.update_parameters(name=f"mmrebal-{self.spec.out.name}", **self.parameters)
         try:

@@ -216,6 +216,22 @@ def cell_command(
     return cmd + spec.train_args + (["--resume"] if resume else [])
 
 
+def skip_finished(
+    spec: SweepSpec, on_outcome: Callable[[CellOutcome], None]
+) -> tuple[dict[Cell, CellOutcome], list[Cell]]:
+    """``skipped`` outcomes of the finished cells (each reported) and the cells left to train."""
+    spec.out.mkdir(parents=True, exist_ok=True)
+    outcomes: dict[Cell, CellOutcome] = {}
+    todo = []
+    for cell in spec.cells():
+        if cell_state(spec.out / cell.name) == "finished":
+            outcomes[cell] = CellOutcome(cell, "skipped")
+            on_outcome(outcomes[cell])
+        else:
+            todo.append(cell)
+    return outcomes, todo
+
+
 class SweepRunner:
     """Runs a spec's cells ``jobs`` at a time; :meth:`stop` terminates the ones running."""
 
@@ -231,16 +247,8 @@ class SweepRunner:
 
     def run(self, on_outcome: Callable[[CellOutcome], None] = lambda o: None) -> list[CellOutcome]:
         """Every cell's outcome, in grid order; ``on_outcome`` sees each as it happens."""
-        self.spec.out.mkdir(parents=True, exist_ok=True)
         cells = self.spec.cells()
-        outcomes: dict[Cell, CellOutcome] = {}
-        todo = []
-        for cell in cells:
-            if cell_state(self.spec.out / cell.name) == "finished":
-                outcomes[cell] = CellOutcome(cell, "skipped")
-                on_outcome(outcomes[cell])
-            else:
-                todo.append(cell)
+        outcomes, todo = skip_finished(self.spec, on_outcome)
         with ThreadPoolExecutor(max_workers=self.spec.jobs) as pool:
             futures = [pool.submit(self._run_cell, cell) for cell in todo]
             try:

@@ -155,7 +155,7 @@ def all_kinds_sample(rng: np.random.Generator) -> dict[str, np.ndarray]:
     }
 
 
-@pytest.mark.parametrize("compression", [None, "gzip"])  # raw chunk reads; the filtered fallback
+@pytest.mark.parametrize("compression", [None, "lzf", "gzip"])  # raw chunk reads; filtered ones
 @pytest.mark.parametrize("preload", [False, True])
 def test_batch_reads_equal_per_row_reads_for_every_kind(tmp_path: Path, compression, preload):
     rng = np.random.default_rng(0)
