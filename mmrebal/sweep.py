@@ -98,13 +98,16 @@ def parse_seeds(text: str | Sequence[Any] | None, what: str = "--seeds") -> list
 def option_args(options: dict[str, Any], where: str) -> list[str]:
     """A grid file's ``train:`` mapping as command-line flags.
 
-    ``epochs: 2`` -> ``--epochs 2``; ``bf16: true`` -> ``--bf16`` (false -> ``--no-bf16``);
+    ``epochs: 2`` -> ``--epochs 2``; ``bf16: true`` -> ``--bf16`` (false -> ``--no-bf16``) for the
+    on/off flags of ``mmrebal train``; a boolean of an option that takes a value is passed as one
+    (YAML reads ``preload: no`` as false -> ``--preload false``);
     ``sampler_opt: {alpha: 0.5}`` -> ``--sampler-opt alpha=0.5``; a list repeats the flag.
     """
     args: list[str] = []
+    switches = train_switches()
     for key, value in options.items():
         flag = "--" + str(key).replace("_", "-")
-        if isinstance(value, bool):
+        if isinstance(value, bool) and flag in switches:
             args.append(flag if value else f"--no-{flag[2:]}")
         elif isinstance(value, dict):
             for k, v in value.items():
@@ -117,6 +120,16 @@ def option_args(options: dict[str, Any], where: str) -> list[str]:
         else:
             args += [flag, _scalar(value)]
     return args
+
+
+def train_switches() -> set[str]:
+    """The on/off flags of ``mmrebal train`` (``--bf16``, ``--resume``, ...), read from the command."""
+    import typer.main
+
+    from mmrebal.cli import app
+
+    command = typer.main.get_command(app).commands["train"]
+    return {opt for param in command.params if getattr(param, "is_flag", False) for opt in param.opts}
 
 
 def _scalar(value: Any) -> str:

@@ -82,10 +82,11 @@ def test_grid_file_cli_overrides_and_cell_commands(tmp_path: Path) -> None:
     grid_file = tmp_path / "grid.yaml"
     grid_file.write_text(
         "samplers: [uniform, dus]\nmethods: [joint]\nseeds: [0, 1]\nout: ignored\n"
-        "train: {preset: cpu, epochs: 3, bf16: false, sampler_opt: {alpha: 0.5}}\n"
+        "train: {preset: cpu, epochs: 3, bf16: false, preload: no, sampler_opt: {alpha: 0.5}}\n"
     )
     grid = read_grid(grid_file)
-    assert grid["train"] == ["--preset", "cpu", "--epochs", "3", "--no-bf16", "--sampler-opt", "alpha=0.5"]
+    assert grid["train"] == ["--preset", "cpu", "--epochs", "3", "--no-bf16", "--preload", "false",
+                             "--sampler-opt", "alpha=0.5"]  # fmt: skip
     extra = parse_train_opts(["--epochs 1", "--lr=0.01"])
     spec = build_spec(grid, None, None, "joint,mla", None, tmp_path / "sw", None, extra)
     assert [c.name for c in spec.cells()][:3] == ["uniform-joint-s0", "uniform-joint-s1", "uniform-mla-s0"]
