@@ -27,6 +27,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/prep.py
 	$(BIN)/python benchmarks/train_step.py
 	$(BIN)/python benchmarks/scoring.py
+	$(BIN)/python benchmarks/loader.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache

@@ -172,7 +172,7 @@ def read_rates(cache: Path, dump: Path, preset: Preset, reads: int) -> tuple[flo
     """Single-sample random reads per second: the cache's Dataset vs the JPEG loader (one process)."""
     import torch
 
-    from mmrebal.cache.dataset import CacheDataset
+    from mmrebal.cache.dataset import CacheDataset, model_inputs
 
     torch.set_num_threads(1)
     dataset = CacheDataset(cache, "train")
@@ -181,7 +181,7 @@ def read_rates(cache: Path, dump: Path, preset: Preset, reads: int) -> tuple[flo
     dataset[0]  # open the file
     started = time.perf_counter()
     for i in order:
-        dataset[int(i)]
+        model_inputs(dataset.__getitems__([int(i)]), dataset.info.modalities)
     cache_rate = reads / (time.perf_counter() - started)
     folders = sorted(p for p in dump.iterdir() if p.is_dir())
     order = rng.integers(0, len(folders), reads)

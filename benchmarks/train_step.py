@@ -18,6 +18,7 @@ import hashlib
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,7 @@ import torch.nn.functional as F
 from rich.console import Console
 from rich.table import Table
 
-from mmrebal.cache.dataset import CacheDataset
+from mmrebal.cache.dataset import CacheDataset, model_inputs
 from mmrebal.cache.writer import Entry, SampleJournal, assemble
 from mmrebal.engine.config import resolve_config
 from mmrebal.engine.trainer import Trainer
@@ -36,23 +37,38 @@ FRAMES_SHAPE = (3, 32, 32, 3)
 SPEC_SHAPE = (64, 63)
 
 
-def synthetic_cache(path: Path, train_samples: int, num_classes: int = 10, seed: int = 0) -> Path:
-    """Random arrays of the avmnist shapes (speed does not depend on the values); 16 val/test rows."""
+def synthetic_cache(
+    path: Path,
+    train_samples: int,
+    num_classes: int = 10,
+    seed: int = 0,
+    frames_shape: tuple[int, ...] = FRAMES_SHAPE,
+    spec_shape: tuple[int, ...] = SPEC_SHAPE,
+    frames: Callable[[np.random.Generator], np.ndarray] | None = None,
+    compression: str | None = None,
+) -> Path:
+    """Random arrays (default: the avmnist shapes; read speed does not depend on the values); 16 val and
+    16 test rows. ``frames`` draws each row's frames instead (content matters once ``compression`` is
+    set: ``mmrebal.cache.writer.assemble``'s HDF5 filter)."""
     rng = np.random.default_rng(seed)
-    journal = SampleJournal(path, hashlib.sha1(f"bench-{train_samples}-{seed}".encode()).hexdigest())
+    key = f"bench-{train_samples}-{seed}-{frames_shape}-{spec_shape}-{frames is None}"
+    journal = SampleJournal(path, hashlib.sha1(key.encode()).hexdigest())
     entries = []
     for i in range(train_samples + 32):
         split = "train" if i < train_samples else ("val" if i < train_samples + 16 else "test")
         journal.write(
             f"b{i}",
             {
-                "audio/spec": rng.standard_normal(SPEC_SHAPE).astype(np.float32),
-                "visual/frames": rng.integers(0, 256, FRAMES_SHAPE, dtype=np.uint8),
+                "audio/spec": rng.standard_normal(spec_shape).astype(np.float32),
+                "visual/frames": frames(rng)
+                if frames
+                else rng.integers(0, 256, frames_shape, dtype=np.uint8),
             },
         )
         entries.append(Entry(f"b{i}", i % num_classes, split))
     kinds = {"audio": "spectrogram", "visual": "frames"}
-    assemble(journal, entries, path, [str(c) for c in range(num_classes)], kinds, {"dataset": "bench"})
+    classes = [str(c) for c in range(num_classes)]
+    assemble(journal, entries, path, classes, kinds, {"dataset": "bench"}, compression=compression)
     journal.remove()
     return path
 
@@ -67,9 +83,10 @@ def bare_epoch(
     """The hand-written loop; returns its number of steps."""
     model.train()
     order = np.random.default_rng(seed).permutation(len(dataset))
+    kinds = dataset.info.modalities
     steps = 0
     for start in range(0, len(order), batch_size):
-        batch = dataset.__getitems__(order[start : start + batch_size].tolist())
+        batch = model_inputs(dataset.__getitems__(order[start : start + batch_size].tolist()), kinds)
         out = model(batch)
         labels = batch["label"]
         loss = F.cross_entropy(out.fused_logits, labels)

@@ -5,11 +5,16 @@ its own process, so a crash or a kill touches one cell only. A cell whose direct
 ``summary.json`` is finished and skipped; one with a checkpoint is resumed with
 ``--resume``; any other starts afresh. So re-running an interrupted sweep loses at most the epoch
 each unfinished cell was in. Each attempt's output is appended to ``<cell>/train.log``.
+
+With ``gpus`` (``--gpus 0,1,2,3``) each running cell holds one of them, as its process's only visible
+device (``CUDA_VISIBLE_DEVICES``); ``jobs`` then defaults to one cell per GPU, and a larger ``jobs``
+shares the GPUs round-robin.
 """
 
 from __future__ import annotations
 
 import os
+import queue
 import shlex
 import subprocess
 import sys
@@ -24,7 +29,7 @@ from typing import Any
 import yaml
 
 LOG_NAME = "train.log"
-GRID_KEYS = ("cache", "samplers", "methods", "seeds", "out", "jobs", "train")
+GRID_KEYS = ("cache", "samplers", "methods", "seeds", "out", "jobs", "gpus", "train")
 DEFAULT_LAUNCHER = (sys.executable, "-m", "mmrebal", "train")
 
 
@@ -54,6 +59,7 @@ class SweepSpec:
     cache: Path | None = None
     jobs: int = 1
     train_args: list[str] = field(default_factory=list)
+    gpus: list[str] = field(default_factory=list)  # CUDA device ids, one per running cell
 
     def cells(self) -> list[Cell]:
         return [Cell(s, m, seed) for s in self.samplers for m in self.methods for seed in self.seeds]
@@ -92,13 +98,16 @@ def parse_seeds(text: str | Sequence[Any] | None, what: str = "--seeds") -> list
 def option_args(options: dict[str, Any], where: str) -> list[str]:
     """A grid file's ``train:`` mapping as command-line flags.
 
-    ``epochs: 2`` -> ``--epochs 2``; ``bf16: true`` -> ``--bf16`` (false -> ``--no-bf16``);
+    ``epochs: 2`` -> ``--epochs 2``; ``bf16: true`` -> ``--bf16`` (false -> ``--no-bf16``) for the
+    on/off flags of ``mmrebal train``; a boolean of an option that takes a value is passed as one
+    (YAML reads ``preload: no`` as false -> ``--preload false``);
     ``sampler_opt: {alpha: 0.5}`` -> ``--sampler-opt alpha=0.5``; a list repeats the flag.
     """
     args: list[str] = []
+    switches = train_switches()
     for key, value in options.items():
         flag = "--" + str(key).replace("_", "-")
-        if isinstance(value, bool):
+        if isinstance(value, bool) and flag in switches:
             args.append(flag if value else f"--no-{flag[2:]}")
         elif isinstance(value, dict):
             for k, v in value.items():
@@ -111,6 +120,16 @@ def option_args(options: dict[str, Any], where: str) -> list[str]:
         else:
             args += [flag, _scalar(value)]
     return args
+
+
+def train_switches() -> set[str]:
+    """The on/off flags of ``mmrebal train`` (``--bf16``, ``--resume``, ...), read from the command."""
+    import typer.main
+
+    from mmrebal.cli import app
+
+    command = typer.main.get_command(app).commands["train"]
+    return {opt for param in command.params if getattr(param, "is_flag", False) for opt in param.opts}
 
 
 def _scalar(value: Any) -> str:
@@ -145,17 +164,21 @@ def build_spec(
     out: Path | None,
     jobs: int | None,
     train_args: list[str],
+    gpus: str | None = None,
 ) -> SweepSpec:
     """Command-line values over the grid file's; train flags from the file first, so the CLI's win."""
     cache_value = cache if cache is not None else grid.get("cache")
+    gpu_ids = split_list(gpus if gpus is not None else grid.get("gpus"), "--gpus")
+    default_jobs = len(gpu_ids) or 1
     spec = SweepSpec(
         samplers=split_list(samplers if samplers is not None else grid.get("samplers"), "--samplers"),
         methods=split_list(methods if methods is not None else grid.get("methods", "joint"), "--methods"),
         seeds=parse_seeds(seeds if seeds is not None else grid.get("seeds", "0")),
         out=Path(out if out is not None else grid.get("out", "runs/sweep")),
         cache=Path(cache_value) if cache_value else None,
-        jobs=_int(jobs if jobs is not None else grid.get("jobs", 1), "--jobs"),
+        jobs=_int(jobs if jobs is not None else grid.get("jobs", default_jobs), "--jobs"),
         train_args=[*grid.get("train", []), *train_args],
+        gpus=gpu_ids,
     )
     if not spec.samplers:
         raise SweepError("no samplers: pass --samplers uniform,dus (or `samplers:` in the grid file)")
@@ -163,6 +186,9 @@ def build_spec(
         raise SweepError("--methods and --seeds need at least one value each")
     if spec.jobs < 1:
         raise SweepError(f"--jobs {spec.jobs}: must be at least 1")
+    bad = [g for g in spec.gpus if not g.isdigit()]
+    if bad:
+        raise SweepError(f"--gpus {','.join(spec.gpus)}: device ids are whole numbers, e.g. 0,1,2,3")
     reserved = {"--sampler", "--method", "--seed", "--out", "--resume", "--cache"}
     clash = sorted({a.split("=")[0] for a in spec.train_args} & reserved)
     if clash:
@@ -227,6 +253,22 @@ def cell_command(
     return cmd + spec.train_args + (["--resume"] if resume else [])
 
 
+def skip_finished(
+    spec: SweepSpec, on_outcome: Callable[[CellOutcome], None]
+) -> tuple[dict[Cell, CellOutcome], list[Cell]]:
+    """``skipped`` outcomes of the finished cells (each reported) and the cells left to train."""
+    spec.out.mkdir(parents=True, exist_ok=True)
+    outcomes: dict[Cell, CellOutcome] = {}
+    todo = []
+    for cell in spec.cells():
+        if cell_state(spec.out / cell.name) == "finished":
+            outcomes[cell] = CellOutcome(cell, "skipped")
+            on_outcome(outcomes[cell])
+        else:
+            todo.append(cell)
+    return outcomes, todo
+
+
 class SweepRunner:
     """Runs a spec's cells ``jobs`` at a time; :meth:`stop` terminates the ones running."""
 
@@ -236,19 +278,14 @@ class SweepRunner:
         self._running: dict[Cell, subprocess.Popen] = {}
         self._lock = threading.Lock()
         self._stopping = False
+        self._free_gpus: queue.SimpleQueue[str] = queue.SimpleQueue()
+        for slot in range(spec.jobs if spec.gpus else 0):
+            self._free_gpus.put(spec.gpus[slot % len(spec.gpus)])
 
     def run(self, on_outcome: Callable[[CellOutcome], None] = lambda o: None) -> list[CellOutcome]:
         """Every cell's outcome, in grid order; ``on_outcome`` sees each as it happens."""
-        self.spec.out.mkdir(parents=True, exist_ok=True)
         cells = self.spec.cells()
-        outcomes: dict[Cell, CellOutcome] = {}
-        todo = []
-        for cell in cells:
-            if cell_state(self.spec.out / cell.name) == "finished":
-                outcomes[cell] = CellOutcome(cell, "skipped")
-                on_outcome(outcomes[cell])
-            else:
-                todo.append(cell)
+        outcomes, todo = skip_finished(self.spec, on_outcome)
         with ThreadPoolExecutor(max_workers=self.spec.jobs) as pool:
             futures = [pool.submit(self._run_cell, cell) for cell in todo]
             try:
@@ -266,6 +303,15 @@ class SweepRunner:
     def _run_cell(self, cell: Cell) -> CellOutcome:
         if self._stopping:  # queued before an interrupt: leave the cell untouched
             return CellOutcome(cell, "failed")
+        gpu = self._free_gpus.get() if self.spec.gpus else None  # one is free: at most `jobs` cells run
+        try:
+            return self.launch(cell, gpu)
+        finally:
+            if gpu is not None:
+                self._free_gpus.put(gpu)
+
+    def launch(self, cell: Cell, gpu: str | None) -> CellOutcome:
+        """Train one cell now (resumed when it has a checkpoint), its output appended to its log."""
         cell_dir = self.spec.out / cell.name
         resume = cell_state(cell_dir) == "resumable"
         cmd = cell_command(self.spec, cell, resume, self.launcher)
@@ -273,13 +319,16 @@ class SweepRunner:
         log = cell_dir / LOG_NAME
         with open(log, "a") as handle:
             stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
-            handle.write(f"# {stamp} mmrebal sweep {'resume' if resume else 'start'}: {shlex.join(cmd)}\n")
+            where = "" if gpu is None else f"CUDA_VISIBLE_DEVICES={gpu} "
+            handle.write(
+                f"# {stamp} mmrebal sweep {'resume' if resume else 'start'}: {where}{shlex.join(cmd)}\n"
+            )
             handle.flush()
             with self._lock:
                 if self._stopping:
                     return CellOutcome(cell, "failed", resume, None, log)
                 proc = subprocess.Popen(
-                    cmd, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self._env()
+                    cmd, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self._env(gpu)
                 )
                 self._running[cell] = proc
             returncode = proc.wait()
@@ -288,10 +337,12 @@ class SweepRunner:
         ok = returncode == 0 and cell_state(cell_dir) == "finished"
         return CellOutcome(cell, "finished" if ok else "failed", resume, returncode, log)
 
-    def _env(self) -> dict[str, str]:
+    def _env(self, gpu: str | None) -> dict[str, str]:
         """Unbuffered output so ``train.log`` follows a cell live; with several cells at once, share
-        the cores instead of each torch taking all of them."""
+        the cores instead of each torch taking all of them; the cell's GPU as its only visible one."""
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        if gpu is not None:
+            env["CUDA_VISIBLE_DEVICES"] = gpu
         if self.spec.jobs > 1 and "OMP_NUM_THREADS" not in env:
             env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // self.spec.jobs))
         return env

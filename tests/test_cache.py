@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from mmrebal.cache.dataset import CacheDataset, batch_collate
+from mmrebal.cache.dataset import CacheDataset, batch_collate, model_inputs
 from mmrebal.cache.format import FORMAT_VERSION, CacheError, open_cache, read_info
 from mmrebal.cache.writer import Entry, SampleJournal, assemble
 
@@ -103,11 +103,11 @@ def test_dataset_items_batches_and_preload_agree(tmp_path: Path):
     assert len(lazy) == 6 and lazy.sample_ids == ["id0", "id1", "id4", "id5", "id6", "id9"]
     item = lazy[2]
     assert item["idx"] == 2 and item["label"] == 0
-    assert item["audio"].shape == (1, 4, 5) and torch.all(item["audio"] == 4)
-    assert item["visual"].shape == (2, 3, 6, 6)
+    assert item["audio"].shape == (4, 5) and torch.all(item["audio"] == 4)
+    assert item["visual"].shape == (2, 6, 6, 3) and item["visual"].dtype == torch.uint8  # stored layout
     batch = lazy.__getitems__([5, 0, 5])
     assert batch["idx"].tolist() == [5, 0, 5] and batch["label"].tolist() == [1, 0, 1]
-    assert batch["audio"][:, 0, 0, 0].tolist() == [9.0, 0.0, 9.0]
+    assert batch["audio"][:, 0, 0].tolist() == [9.0, 0.0, 9.0]
     eager = CacheDataset(out, "train", preload=True).__getitems__([5, 0, 5])
     for key in ("audio", "visual", "label"):
         assert torch.equal(batch[key], eager[key])
@@ -140,3 +140,65 @@ def test_dataloader_workers_open_the_file_lazily(tmp_path: Path):
     seen = torch.cat([b["idx"] for b in loader])
     assert seen.tolist() == list(range(len(ds)))
     assert ds._file is None  # the parent never opened a handle
+
+
+ALL_KINDS = {"visual": "frames", "image": "image", "audio": "spectrogram", "text": "tokens"}
+
+
+def all_kinds_sample(rng: np.random.Generator) -> dict[str, np.ndarray]:
+    return {
+        "visual/frames": rng.integers(0, 256, (2, 5, 4, 3), dtype=np.uint8),
+        "image/pixels": rng.integers(0, 256, (6, 5, 3), dtype=np.uint8),
+        "audio/spec": rng.standard_normal((7, 3)).astype(np.float32),
+        "text/input_ids": rng.integers(0, 30000, 8, dtype=np.int64),
+        "text/attention_mask": (np.arange(8) < rng.integers(1, 9)).astype(np.int64),
+    }
+
+
+@pytest.mark.parametrize("compression", [None, "lzf", "gzip"])  # raw chunk reads; filtered ones
+@pytest.mark.parametrize("preload", [False, True])
+def test_batch_reads_equal_per_row_reads_for_every_kind(tmp_path: Path, compression, preload):
+    rng = np.random.default_rng(0)
+    out = tmp_path / "all.h5"
+    journal = SampleJournal(out, "all-kinds")
+    entries = []
+    for i in range(12):
+        journal.write(f"s{i}", all_kinds_sample(rng))
+        entries.append(Entry(f"s{i}", i % 3, "val" if i % 4 == 1 else "train"))
+    assemble(journal, entries, out, ["a", "b", "c"], ALL_KINDS, {}, compression=compression)
+    ds = CacheDataset(out, "train", preload=preload)
+    positions = [6, 0, 3, 3, 8, 0, 1]  # unsorted, with duplicates
+    batch = ds.__getitems__(positions)
+    assert batch["idx"].tolist() == positions
+    with h5py.File(out) as f:
+        for key in all_kinds_sample(rng):
+            group, name = key.split("/")
+            got = batch[group][name] if group == "text" else batch[group]
+            want = np.stack([f[key][ds.rows[p]] for p in positions])  # plain per-row h5py reads
+            assert got.dtype == torch.from_numpy(want).dtype
+            np.testing.assert_array_equal(got.numpy(), want)
+        labels = np.asarray(f["label"][:])[ds.rows[positions]]
+    np.testing.assert_array_equal(batch["label"].numpy(), labels)
+    for i, p in enumerate(positions):  # single items are the batch's rows
+        item = ds[p]
+        assert torch.equal(item["visual"], batch["visual"][i])
+        assert torch.equal(item["audio"], batch["audio"][i])
+        assert torch.equal(item["text"]["input_ids"], batch["text"]["input_ids"][i])
+
+
+def test_model_inputs_convert_stored_layouts_as_the_models_expect(tmp_path: Path):
+    rng = np.random.default_rng(1)
+    raw = {m: torch.from_numpy(np.stack([all_kinds_sample(rng)[m] for _ in range(2)])) for m in (
+        "visual/frames", "image/pixels", "audio/spec")}  # fmt: skip
+    ids = torch.arange(16, dtype=torch.int32).view(2, 8)
+    batch = {"idx": torch.tensor([0, 1]), "visual": raw["visual/frames"], "image": raw["image/pixels"],
+             "audio": raw["audio/spec"], "text": {"input_ids": ids}}  # fmt: skip
+    out = model_inputs(batch, ALL_KINDS)
+    assert out["visual"].shape == (2, 2, 3, 5, 4) and out["visual"].dtype == torch.float32
+    assert out["image"].shape == (2, 3, 6, 5) and out["audio"].shape == (2, 1, 7, 3)
+    assert out["text"]["input_ids"].dtype == torch.int64 and torch.equal(out["idx"], batch["idx"])
+    pixel = raw["image/pixels"][1, 4, 2].float() / 255.0  # row 4, column 2, RGB
+    mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
+    torch.testing.assert_close(out["image"][1, :, 4, 2], (pixel - mean) / std)
+    frame_pixel = raw["visual/frames"][0, 1, 3, 0].float() / 255.0
+    torch.testing.assert_close(out["visual"][0, 1, :, 3, 0], (frame_pixel - mean) / std)

@@ -343,3 +343,18 @@ def test_ctrl_c_stops_the_pool_cleanly_and_a_rerun_completes(tmp_path: Path):
     with h5py.File(out) as f:
         ids = [i.decode() for i in f["sample_id"][:]]
     assert sorted(ids) == [f"avmnist_{i:05d}" for i in range(INTERRUPTED_SIZE)]
+
+
+def test_compressed_layout_reads_the_same_arrays(tmp_path: Path):
+    root = tmp_path / "raw"
+    root.mkdir()
+    write_manifest(root, good_rows(root, 4))
+    assert manifest_cli(root, tmp_path / "raw.h5").exit_code == 0
+    result = manifest_cli(root, tmp_path / "lzf.h5", "--compression", "lzf")
+    assert result.exit_code == 0, result.output
+    with h5py.File(tmp_path / "raw.h5") as raw, h5py.File(tmp_path / "lzf.h5") as lzf:
+        for key in ("audio/spec", "visual/frames"):
+            assert raw[key].compression is None and lzf[key].compression == "lzf"
+            np.testing.assert_array_equal(raw[key][:], lzf[key][:])
+    result = manifest_cli(root, tmp_path / "x.h5", "--compression", "zstd")
+    assert result.exit_code == 1 and "--compression zstd: choose none or one of lzf, gzip" in result.stderr

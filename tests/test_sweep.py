@@ -46,6 +46,7 @@ FAKE_TRAIN = textwrap.dedent(
     p.add_argument("--resume", action="store_true")
     args = p.parse_args()
     out = Path(args.out)
+    started = time.time()
     ckpt = out / "checkpoints" / "last.pt"
     start = json.loads(ckpt.read_text())["epoch"] + 1 if args.resume else 0
     if args.sampler == "broken":
@@ -58,6 +59,8 @@ FAKE_TRAIN = textwrap.dedent(
         ckpt.parent.mkdir(parents=True, exist_ok=True)
         ckpt.with_suffix(".tmp").write_text(json.dumps({"epoch": epoch}))
         os.replace(ckpt.with_suffix(".tmp"), ckpt)
+    gpu = os.environ.get("CUDA_VISIBLE_DEVICES")
+    (out / "device.json").write_text(json.dumps({"gpu": gpu, "start": started, "end": time.time()}))
     (out / "summary.json").write_text(json.dumps({"status": "finished"}))
     """
 )
@@ -79,10 +82,11 @@ def test_grid_file_cli_overrides_and_cell_commands(tmp_path: Path) -> None:
     grid_file = tmp_path / "grid.yaml"
     grid_file.write_text(
         "samplers: [uniform, dus]\nmethods: [joint]\nseeds: [0, 1]\nout: ignored\n"
-        "train: {preset: cpu, epochs: 3, bf16: false, sampler_opt: {alpha: 0.5}}\n"
+        "train: {preset: cpu, epochs: 3, bf16: false, preload: no, sampler_opt: {alpha: 0.5}}\n"
     )
     grid = read_grid(grid_file)
-    assert grid["train"] == ["--preset", "cpu", "--epochs", "3", "--no-bf16", "--sampler-opt", "alpha=0.5"]
+    assert grid["train"] == ["--preset", "cpu", "--epochs", "3", "--no-bf16", "--preload", "false",
+                             "--sampler-opt", "alpha=0.5"]  # fmt: skip
     extra = parse_train_opts(["--epochs 1", "--lr=0.01"])
     spec = build_spec(grid, None, None, "joint,mla", None, tmp_path / "sw", None, extra)
     assert [c.name for c in spec.cells()][:3] == ["uniform-joint-s0", "uniform-joint-s1", "uniform-mla-s0"]
@@ -231,10 +235,79 @@ def test_interrupted_sweep_resumes_without_retraining(tmp_path: Path, fake_train
     assert epochs_trained(third) == [0, 1, 2, 3]
 
 
+@pytest.mark.parametrize(("gpus", "jobs"), [("0,1", None), ("2,3", 4)])
+def test_each_running_cell_gets_its_own_gpu(
+    tmp_path: Path, fake_train: tuple[str, ...], monkeypatch: pytest.MonkeyPatch, gpus: str, jobs: int | None
+) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "7")  # the sweep's own devices do not leak into cells
+    spec = build_spec({}, None, "a,b,c", None, "0,1", tmp_path / "sw", jobs, ["--sleep", "0.3"], gpus)
+    assert spec.gpus == gpus.split(",") and spec.jobs == (jobs or 2)
+    outcomes = SweepRunner(spec, launcher=fake_train).run()
+    assert [o.status for o in outcomes] == ["finished"] * 6
+    runs = [json.loads((tmp_path / "sw" / c.name / "device.json").read_text()) for c in spec.cells()]
+    assert {r["gpu"] for r in runs} == set(spec.gpus)
+    for gpu in spec.gpus:  # never more cells on one GPU at once than its share of the jobs
+        share = spec.jobs // len(spec.gpus)
+        spans = [(r["start"], r["end"]) for r in runs if r["gpu"] == gpu]
+        most = max(sum(s <= t < e for s, e in spans) for t, _ in spans)
+        assert most <= share
+    log = (tmp_path / "sw" / spec.cells()[0].name / LOG_NAME).read_text()
+    assert "CUDA_VISIBLE_DEVICES=" in log.splitlines()[0]
+    with pytest.raises(SweepError, match="device ids are whole numbers"):
+        build_spec({}, None, "a", None, None, tmp_path / "sw", None, [], "0,cuda:1")
+
+
+def test_without_gpus_cells_keep_the_environment(tmp_path: Path, fake_train: tuple[str, ...],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "5")
+    spec = build_spec({"gpus": None}, None, "a", None, None, tmp_path / "sw", None, [])
+    assert spec.jobs == 1 and spec.gpus == []
+    SweepRunner(spec, launcher=fake_train).run()
+    assert json.loads((tmp_path / "sw" / "a-joint-s0" / "device.json").read_text())["gpu"] == "5"
+    grid = {"samplers": "a", "gpus": "0,1,2"}  # a grid file's gpus: one cell per GPU by default
+    assert build_spec(grid, None, None, None, None, tmp_path / "sw", None, []).jobs == 3
+
+
+def test_cluster_sweep_through_the_local_executor(tmp_path: Path, fake_train: tuple[str, ...]) -> None:
+    from mmrebal.cluster import ClusterSweep
+
+    spec = build_spec({}, None, "uniform,broken,dus", None, "0", tmp_path / "sw", None, ["--epochs", "2"])
+    resumable = tmp_path / "sw" / "dus-joint-s0" / "checkpoints" / "last.pt"
+    resumable.parent.mkdir(parents=True)
+    resumable.write_text(json.dumps({"epoch": 0}))  # an interrupted cell: only epoch 1 is left
+    sweep = ClusterSweep(spec, "local", {"timeout_min": 5}, launcher=fake_train, poll_s=0.2)
+    outcomes = sweep.run()
+    assert [(o.cell.sampler, o.status, o.resumed) for o in outcomes] == [
+        ("uniform", "finished", False), ("broken", "failed", False), ("dus", "finished", True)]  # fmt: skip
+    assert epochs_trained(tmp_path / "sw" / "dus-joint-s0") == [1]
+    device = json.loads((tmp_path / "sw" / "uniform-joint-s0" / "device.json").read_text())
+    assert device["gpu"] == "0"  # the executor's one GPU per job (gpus_per_node: 1)
+    assert "boom" in (tmp_path / "sw" / "broken-joint-s0" / LOG_NAME).read_text()
+    assert (tmp_path / "sw" / ".submitit").is_dir()
+    again = ClusterSweep(spec, "local", {"timeout_min": 5}, launcher=fake_train, poll_s=0.2).run()
+    assert [o.status for o in again] == ["skipped", "failed", "skipped"]
+    with pytest.raises(ValueError, match="--cluster 'pbs'"):
+        ClusterSweep(spec, "pbs")
+
+
 def test_cli_refuses_a_grid_without_samplers() -> None:
     result = CliRunner().invoke(app, ["sweep", "--seeds", "0"])
     assert result.exit_code == 2
     assert "no samplers" in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--cluster", "pbs"], "choose one of slurm, local"),
+        (["--cluster", "local", "--gpus", "0,1"], "--gpus is for local sweeps"),
+        (["--cluster", "local", "--cluster-opt", "timeout_min"], "expected KEY=VALUE"),
+        (["--gpus", "a"], "device ids are whole numbers"),
+    ],
+)
+def test_cli_refuses_bad_cluster_and_gpu_options(tmp_path: Path, args: list[str], message: str) -> None:
+    result = CliRunner().invoke(app, ["sweep", "--samplers", "uniform", "--out", str(tmp_path), *args])
+    assert result.exit_code == 2 and message in strip_style(result.output), result.output
 
 
 def run_cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:

@@ -1,12 +1,14 @@
 """A torch ``Dataset`` over one split of a cache.
 
 The HDF5 file is opened lazily, once per process (DataLoader workers each get their own handle), and
-only the requested modalities' groups are read. ``__getitems__`` reads a whole batch with one sorted
-fancy-index read per array, which is what the DataLoader calls when it is given a batch sampler.
+only the requested modalities' groups are read. ``__getitems__`` reads a whole batch, row by row into
+one preallocated array per cache array (``mmrebal.cache.rows``); it is what the DataLoader calls when
+it is given a batch sampler.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,34 +20,61 @@ import torch
 from torch.utils.data import Dataset
 
 from mmrebal.cache.format import open_cache, read_info, split_rows
+from mmrebal.cache.rows import chunk_bytes, open_for_rows, raw_chunks, read_rows
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def _to_tensor(kind: str, arrays: dict[str, np.ndarray]) -> torch.Tensor | dict[str, torch.Tensor]:
-    """Cache arrays (batched) -> model input: frames/images normalised float, spectrograms with a channel."""
-    if kind == "frames":  # [B, T, H, W, 3] uint8 -> [B, T, 3, H, W]
-        x = torch.from_numpy(arrays["frames"]).permute(0, 1, 4, 2, 3).float().div_(255.0)
-        mean = torch.tensor(IMAGENET_MEAN).view(1, 1, 3, 1, 1)
-        std = torch.tensor(IMAGENET_STD).view(1, 1, 3, 1, 1)
-        return (x - mean) / std
-    if kind == "image":  # [B, H, W, 3] uint8 -> [B, 3, H, W]
-        x = torch.from_numpy(arrays["pixels"]).permute(0, 3, 1, 2).float().div_(255.0)
-        mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-        std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-        return (x - mean) / std
-    if kind == "spectrogram":  # [B, F, T] -> [B, 1, F, T]
-        return torch.from_numpy(arrays["spec"].astype(np.float32, copy=False)).unsqueeze(1)
+def _from_arrays(kind: str, arrays: dict[str, np.ndarray]) -> torch.Tensor | dict[str, torch.Tensor]:
+    """Cache arrays (batched) as tensors in their stored layout and dtype: what a worker ships."""
     if kind == "tokens":
-        return {key: torch.from_numpy(value.astype(np.int64, copy=False)) for key, value in arrays.items()}
+        return {key: torch.from_numpy(value) for key, value in arrays.items()}
+    if kind in ("frames", "image", "spectrogram"):
+        (value,) = arrays.values()
+        return torch.from_numpy(value)
     raise ValueError(f"unknown modality kind {kind!r}")
+
+
+@functools.lru_cache(maxsize=16)
+def _imagenet(device: torch.device, ndim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """ImageNet mean and std shaped to broadcast over a channel axis at ``-3``, made once per device."""
+    shape = (1,) * (ndim - 3) + (3, 1, 1)
+    mean = torch.tensor(IMAGENET_MEAN).view(shape).to(device)
+    std = torch.tensor(IMAGENET_STD).view(shape).to(device)
+    return mean, std
+
+
+def model_input(kind: str, value: Any) -> torch.Tensor | dict[str, torch.Tensor]:
+    """A stored-layout batch tensor -> model input, on whatever device it sits.
+
+    frames uint8 [B, T, H, W, 3] -> float [B, T, 3, H, W] and image [B, H, W, 3] -> [B, 3, H, W], both
+    ImageNet-normalised; spectrogram [B, F, T] -> float [B, 1, F, T]; tokens -> int64 dict.
+    """
+    if kind == "frames" or kind == "image":
+        order = (0, 1, 4, 2, 3) if kind == "frames" else (0, 3, 1, 2)
+        x = value.permute(*order).float().div_(255.0)
+        mean, std = _imagenet(x.device, x.ndim)
+        return (x - mean) / std
+    if kind == "spectrogram":
+        return value.float().unsqueeze(1)
+    if kind == "tokens":
+        return {key: v.long() for key, v in value.items()}
+    raise ValueError(f"unknown modality kind {kind!r}")
+
+
+def model_inputs(batch: dict[str, Any], kinds: dict[str, str]) -> dict[str, Any]:
+    """Every modality of a loader batch converted by :func:`model_input`; ``idx``/``label`` untouched."""
+    return {key: model_input(kinds[key], value) if key in kinds else value for key, value in batch.items()}
 
 
 class CacheDataset(Dataset):
     """One split of a cache; item ``i`` is ``{"idx": i, "label": y, <modality>: tensor, ...}``.
 
-    ``idx`` is the position inside this split (what samplers index), not the HDF5 row.
+    ``idx`` is the position inside this split (what samplers index), not the HDF5 row. Modalities
+    come in the cache's stored layout and dtype (frames and images uint8, channels last), so workers
+    and pinned-memory copies move 4x fewer bytes; :func:`model_inputs` converts them where the batch
+    lands (``mmrebal.engine.device.device_batch``).
     ``preload=True`` reads the split's arrays into memory once (small caches, CPU runs).
     """
 
@@ -72,14 +101,14 @@ class CacheDataset(Dataset):
             self.labels = np.asarray(f["label"][:])[self.rows]
             ids = np.asarray(f["sample_id"][:])[self.rows]
             self.array_names = {m: list(f[m].keys()) for m in self.modalities}
+            keys = [f"{m}/{a}" for m in self.modalities for a in self.array_names[m]]
+            self._largest_chunk = max((chunk_bytes(f[k]) for k in keys), default=0)
             self._memory: dict[str, np.ndarray] | None = None
             if preload and len(self.rows):
-                rows = np.sort(self.rows)
-                self._memory = {
-                    f"{m}/{a}": f[m][a][rows] for m in self.modalities for a in self.array_names[m]
-                }
+                self._memory = {k: read_rows(f[k], self.rows, raw_chunks(f[k])) for k in keys}
         self.sample_ids = [i.decode() for i in ids]
         self._file: h5py.File | None = None
+        self._arrays: dict[str, tuple[h5py.Dataset, bool]] = {}
         self._pid: int | None = None
 
     @property
@@ -89,31 +118,28 @@ class CacheDataset(Dataset):
     def __len__(self) -> int:
         return len(self.rows)
 
-    def _handle(self) -> h5py.File:
+    def _array(self, key: str) -> tuple[h5py.Dataset, bool]:
+        """This process's dataset object for ``key`` (one handle per process) and its raw-chunk flag."""
         if self._file is None or self._pid != os.getpid():
-            self._file = open_cache(self.path)
+            self._file = open_for_rows(self.path, self._largest_chunk)
+            self._arrays = {}
             self._pid = os.getpid()
-        return self._file
+        if key not in self._arrays:
+            ds = self._file[key]
+            self._arrays[key] = (ds, raw_chunks(ds))
+        return self._arrays[key]
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["_file"] = None
-        state["_pid"] = None
+        state.update(_file=None, _arrays={}, _pid=None)
         return state
 
     def _read(self, key: str, positions: np.ndarray) -> np.ndarray:
-        """Rows for split positions, in the order asked, with one monotone read."""
-        order = np.argsort(positions, kind="stable")
-        sorted_pos = positions[order]
-        unique_pos, inverse = np.unique(sorted_pos, return_inverse=True)
+        """Rows for split positions, in the order asked, duplicates included."""
         if self._memory is not None:
-            block = self._memory[key][unique_pos]
-        else:
-            group, name = key.split("/")
-            block = self._handle()[group][name][self.rows[unique_pos]]
-        out = np.empty((len(positions), *block.shape[1:]), dtype=block.dtype)
-        out[order] = block[inverse]
-        return out
+            return self._memory[key][positions]
+        ds, raw = self._array(key)
+        return read_rows(ds, self.rows[positions], raw)
 
     def __getitems__(self, positions: Sequence[int]) -> dict[str, Any]:
         pos = np.asarray(positions, dtype=np.int64)
@@ -123,7 +149,7 @@ class CacheDataset(Dataset):
         }
         for m in self.modalities:
             arrays = {a: self._read(f"{m}/{a}", pos) for a in self.array_names[m]}
-            batch[m] = _to_tensor(self.info.modalities[m], arrays)
+            batch[m] = _from_arrays(self.info.modalities[m], arrays)
         return batch
 
     def __getitem__(self, position: int) -> dict[str, Any]:

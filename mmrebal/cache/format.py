@@ -80,13 +80,15 @@ def read_attrs(f: h5py.File) -> dict[str, Any]:
     return out
 
 
-def open_cache(path: str | Path) -> h5py.File:
-    """Open a cache read-only, refusing files that are missing, not HDF5 or of an unknown version."""
+def open_cache(path: str | Path, **options: Any) -> h5py.File:
+    """Open a cache read-only, refusing files that are missing, not HDF5 or of an unknown version.
+
+    ``options`` go to ``h5py.File`` (the chunk cache settings of a reader)."""
     path = Path(path)
     if not path.exists():
         raise CacheError(f"{path}: no such cache; build it with `mmrebal prep DATASET --out {path}`")
     try:
-        f = h5py.File(path, "r")
+        f = h5py.File(path, "r", **options)
     except OSError as exc:
         raise CacheError(
             f"{path}: not a readable HDF5 cache ({exc}); rebuild it with `mmrebal prep`"

@@ -68,6 +68,9 @@ def prep_command(
     keep_raw: bool = typer.Option(
         False, "--keep-raw", help="avmnist: keep the generated clips in <out>.raw/."
     ),
+    compression: str = typer.Option(
+        "none", "--compression", help="none | lzf | gzip: HDF5 filter of the arrays (none reads fastest)."
+    ),
     opt: list[str] | None = typer.Option(None, "--opt", help=OPT_HELP),
 ) -> None:
     """Decode a raw dataset into one HDF5 cache; re-running after an interruption resumes."""
@@ -90,6 +93,7 @@ def prep_command(
             test_fraction=test_fraction,
             seed=seed,
             keep_raw=keep_raw,
+            compression=None if compression == "none" else compression,
             **options,
         )
     except (PrepFailed, LayoutError, CacheError, StorageError, KeyError, ValueError) as exc:

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import signal
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
+
+if TYPE_CHECKING:
+    from mmrebal.cluster import ClusterSweep
+    from mmrebal.sweep import SweepSpec
 
 
 def sweep_command(
@@ -19,8 +24,17 @@ def sweep_command(
     out: Path | None = typer.Option(
         None, help="Sweep directory; cells go to OUT/<sampler>-<method>-s<seed>."
     ),
-    jobs: int | None = typer.Option(None, help="Cells trained at once (default 1)."),
+    jobs: int | None = typer.Option(None, help="Cells trained at once (default 1, or one per --gpus)."),
+    gpus: str | None = typer.Option(
+        None, help="Comma-separated CUDA device ids; each running cell gets one (CUDA_VISIBLE_DEVICES)."
+    ),
     grid: Path | None = typer.Option(None, help="YAML grid file; command-line values override it."),
+    cluster: str | None = typer.Option(
+        None, help="Submit each cell as a job instead: slurm, or local (submitit's local executor)."
+    ),
+    cluster_opt: list[str] = typer.Option(
+        [], "--cluster-opt", help="submitit parameter KEY=VALUE, e.g. slurm_partition=gpu (repeatable)."
+    ),
     train_opt: list[str] = typer.Option(
         [], "--train-opt", help='Train flags for every cell, e.g. --train-opt "--epochs 2" (repeatable).'
     ),
@@ -29,12 +43,15 @@ def sweep_command(
 
     Train options may also follow `--`: `mmrebal sweep --samplers uniform,dus -- --preset cpu --epochs 2`.
     Exits non-zero when any cell failed (its log is `<cell>/train.log`).
+
+    With --cluster each unfinished cell is one job (default one GPU, 8 CPUs, 24 h each); the command
+    waits for them, and Ctrl-C cancels the ones left.
     """
     from rich.console import Console
     from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from mmrebal.sweep import SweepError, SweepRunner, build_spec, error_line, parse_train_opts, read_grid
+    from mmrebal.sweep import SweepRunner, build_spec, error_line, parse_train_opts, read_grid
 
     err = Console(stderr=True, soft_wrap=True)
     try:
@@ -47,12 +64,13 @@ def sweep_command(
             out,
             jobs,
             parse_train_opts(train_opt) + list(ctx.args),
+            gpus,
         )
-    except SweepError as exc:
+        runner = SweepRunner(spec) if cluster is None else cluster_sweep(spec, cluster, cluster_opt, gpus)
+    except ValueError as exc:  # a SweepError, a bad --cluster-opt or an unknown --cluster
         err.print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(2) from None
 
-    runner = SweepRunner(spec)
     # A `kill` of the sweep stops its cells too, instead of leaving them training unattended.
     signal.signal(signal.SIGTERM, _raise_interrupt)
     counts = {"skipped": 0, "finished": 0, "failed": 0}
@@ -91,6 +109,16 @@ def sweep_command(
     err.print(f"{spec.out}: {done} trained, {skipped} already finished, {failed} failed", highlight=False)
     if counts["failed"]:
         raise typer.Exit(1)
+
+
+def cluster_sweep(spec: SweepSpec, cluster: str, options: list[str], gpus: str | None) -> ClusterSweep:
+    """The submitit-backed runner; ``--gpus`` belongs to local sweeps (a cluster gives jobs their GPU)."""
+    from mmrebal.cluster import ClusterSweep
+    from mmrebal.engine.config import parse_options
+
+    if gpus:
+        raise ValueError("--gpus is for local sweeps; on a cluster use --cluster-opt gpus_per_node=N")
+    return ClusterSweep(spec, cluster, parse_options(options, "--cluster-opt"))
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:

@@ -91,8 +91,12 @@ def train_command(
     ),
     device: str | None = _opt("--device", "auto | cpu | cuda.", DATA),
     bf16: bool | None = _opt("--bf16/--no-bf16", "bf16 autocast for forward passes.", DATA),
-    workers: int | None = _opt("--workers", "DataLoader worker processes.", DATA),
-    preload: bool | None = _opt("--preload/--no-preload", "Read the splits into memory.", DATA),
+    workers: int | None = _opt(
+        "--workers", "DataLoader worker processes (default: 0 on CPU, from the cores on CUDA).", DATA
+    ),
+    preload: str | None = _opt(
+        "--preload", "auto | yes | no: read the splits into memory (auto: if they fit).", DATA
+    ),
     augment: bool | None = _opt(
         "--augment/--no-augment",
         "Train-time RandomResizedCrop + horizontal flip of frames/images (on in the GPU presets).",

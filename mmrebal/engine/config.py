@@ -23,9 +23,10 @@ from mmrebal import __version__
 # small CNN encoders, Adam 1e-3, batch 64, 6 epochs, splits preloaded, no augmentation (AV-MNIST's
 # 32x32 digits: a flipped digit is not a digit), sized for the default avmnist cache on 2 CPU cores.
 # The others switch to ResNet18, the reference optimiser and schedule, and train-time augmentation
-# (RandomResizedCrop + horizontal flip of frames and images). `method_defaults` are options of the
-# named method that the reference trains with (given options still win).
-_RESNET = {"encoders": "resnet18", "feature_dim": 512, "preload": False, "augment": True}
+# (RandomResizedCrop + horizontal flip of frames and images). All of them preload a split that fits
+# in memory and pick loader workers from the device (mmrebal.engine.loading). `method_defaults` are
+# options of the named method that the reference trains with (given options still win).
+_RESNET = {"encoders": "resnet18", "feature_dim": 512, "augment": True}
 _SGD = {"optimizer": "sgd", "momentum": 0.9, "weight_decay": 1e-4, "scheduler": "step", "gamma": 0.1}
 _SEPARATE_HEADS = {"model_options": {"unimodal_logits": "heads"}}
 TRAIN_PRESETS: dict[str, dict[str, Any]] = {
@@ -54,6 +55,8 @@ TRAIN_PRESETS: dict[str, dict[str, Any]] = {
 }  # fmt: skip
 
 INFO_SECTIONS = ("cache_attrs", "versions", "changes")
+# YAML and older config.yaml files write preload as a boolean
+PRELOAD_ALIASES = {"auto": "auto", "yes": "yes", "true": "yes", "no": "no", "false": "no"}
 
 
 class ConfigError(ValueError):
@@ -85,8 +88,8 @@ class TrainConfig:
     preset: str = "cpu"
     device: str = "auto"  # auto | cpu | cuda
     bf16: bool = False
-    workers: int = 0
-    preload: bool = True  # read the cache splits into memory once
+    workers: int | None = None  # DataLoader workers; None: 0 on CPU, from the core count on CUDA
+    preload: str = "auto"  # yes | no | auto: read the splits into memory when they fit (see loading.py)
     augment: bool = False  # train-time RandomResizedCrop + flip of frames/images (mmrebal.engine.augment)
     resume: bool = False
     test_each_epoch: bool = False  # also evaluate TEST every epoch (never used for selection)
@@ -104,6 +107,12 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "eval_batch_size", "step_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)}: must be at least 1")
+        if self.workers is not None and self.workers < 0:
+            raise ConfigError(f"workers={self.workers}: must be 0 or more (or unset: from the device)")
+        preload = PRELOAD_ALIASES.get(str(self.preload).lower())
+        if preload is None:
+            raise ConfigError(f"preload={self.preload!r}: choose one of auto, yes, no")
+        self.preload = preload
 
     def encoder_map(self, modalities: list[str]) -> dict[str, str]:
         """``encoders`` as modality -> encoder name for the cache's modalities."""
@@ -160,6 +169,7 @@ def _coerce(name: str, value: Any, where: str) -> Any:
     kind = str(_FIELDS[name].type)
     if value is None and "None" in kind:
         return None
+    kind = kind.removesuffix(" | None")
     try:
         if kind.startswith("dict"):
             if not isinstance(value, dict):

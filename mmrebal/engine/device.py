@@ -9,6 +9,8 @@ from typing import Any
 
 import torch
 
+from mmrebal.cache.dataset import model_inputs
+
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     """``auto`` -> CUDA when present, else CPU; ``cuda`` without a GPU is an error with one clear line."""
@@ -33,6 +35,15 @@ def move_batch(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
         else:
             out[key] = value
     return out
+
+
+def device_batch(batch: dict[str, Any], kinds: dict[str, str], device: torch.device) -> dict[str, Any]:
+    """A loader batch onto ``device`` as model input (``kinds``: modality -> cache kind).
+
+    The uint8 -> float conversion and the normalisation run here, on the training device, after the
+    transfer; on CPU the operations (and so the numbers) are those the workers used to run.
+    """
+    return model_inputs(move_batch(batch, device), kinds)
 
 
 def autocast_factory(device: torch.device, bf16: bool) -> Callable[[], AbstractContextManager]:

@@ -15,6 +15,7 @@ from mmrebal.cache.format import read_info
 from mmrebal.engine.checkpoint import load_run_checkpoint
 from mmrebal.engine.device import resolve_device
 from mmrebal.engine.display import Display
+from mmrebal.engine.loading import decide_preload
 from mmrebal.engine.traces import write_parquet
 from mmrebal.engine.trainer import build_components
 from mmrebal.evaluation.scoring import scope_metrics, score_split
@@ -65,7 +66,7 @@ def score_run(
     model, method = build_components(config, info, target)
     model.load_state_dict(ckpt["model"])
     method.load_state_dict(ckpt["method"])
-    dataset = CacheDataset(config.cache, split, preload=config.preload)
+    dataset = CacheDataset(config.cache, split, preload=decide_preload(config.preload, Path(config.cache)))
     epoch = int(ckpt["run"]["epoch"])
     if display is None:
         result = score_split(model, method, dataset, target, batch_size or config.eval_batch_size)

@@ -8,9 +8,10 @@ after every epoch. Selection uses the validation split only; TEST is scored once
 checkpoint, at the end (and every epoch only when ``test_each_epoch`` asks, never for selection).
 
 Epochs and global steps count from 0 in traces, checkpoints, summary.json and the sampler calls; the
-terminal shows epochs 1-based (``epoch 1/3``, "selected epoch 3"). With
-``workers > 0`` the DataLoader draws plans a few steps ahead of the feedback they could depend on;
-the default ``workers = 0`` keeps plan t+1 strictly after the feedback of step t.
+terminal shows epochs 1-based (``epoch 1/3``, "selected epoch 3"). With ``workers > 0`` (the default
+on CUDA, see ``mmrebal.engine.loading``) the DataLoader draws plans up to ``2 x workers`` steps ahead
+of the feedback they could depend on; ``workers = 0`` (the default on CPU) keeps plan t+1 strictly
+after the feedback of step t.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import math
 import random
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ import numpy as np
 import torch
 from rich.console import Console
 from rich.table import Table
+from torch.utils.data import DataLoader
 
 from mmrebal.cache.dataset import CacheDataset
 from mmrebal.cache.format import CacheInfo, read_info
@@ -37,9 +39,10 @@ from mmrebal.engine import distributed, rundir
 from mmrebal.engine.augment import build_augment
 from mmrebal.engine.checkpoint import load_run_checkpoint, rng_state, save_checkpoint, set_rng_state
 from mmrebal.engine.config import TrainConfig, config_yaml
-from mmrebal.engine.device import autocast_factory, move_batch, resolve_device
+from mmrebal.engine.device import autocast_factory, device_batch, resolve_device
 from mmrebal.engine.display import Display
 from mmrebal.engine.distributed import DistContext
+from mmrebal.engine.loading import decide_preload, loader_settings
 from mmrebal.engine.traces import TraceWriter, merge_step_rows
 from mmrebal.evaluation.scoring import batch_loader, scope_metrics, score_split
 from mmrebal.methods import Method, StepContext, StepResult
@@ -114,6 +117,17 @@ def build_components(
         **config.model_options,
     )
     return model.to(device), create_method(config.method, modalities, **config.method_options)
+
+
+class EpochBatches:
+    """The train loader's batch sampler: iterating it yields the current epoch's row lists, so one
+    DataLoader (and its persistent workers) serves every epoch."""
+
+    def __init__(self) -> None:
+        self.source: Iterable[list[int]] = ()
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self.source)
 
 
 def seed_everything(seed: int) -> None:
@@ -220,8 +234,10 @@ class Trainer:
         self.config = config = dataclasses.replace(config, cache=str(cache))  # recorded as resolved
         self.info = read_info(cache)
         self.modalities = list(self.info.modalities)
+        self.loading = loader_settings(config.workers, self.device)
+        preload = decide_preload(config.preload, Path(cache))
         self.datasets = {
-            split: CacheDataset(cache, split, preload=config.preload) for split in ("train", "val", "test")
+            split: CacheDataset(cache, split, preload=preload) for split in ("train", "val", "test")
         }
         for split, ds in self.datasets.items():
             if len(ds) == 0:
@@ -271,6 +287,8 @@ class Trainer:
             ProgressHook(self.display),
         ]
         self.epoch_started = 0.0
+        self.train_batches = EpochBatches()
+        self.train_loader: DataLoader | None = None
 
     # --- set-up -------------------------------------------------------------------------------
     def _optimizer(self) -> torch.optim.Optimizer:
@@ -390,7 +408,7 @@ class Trainer:
                 self.device,
                 self.config.eval_batch_size,
                 positions=positions,
-                num_workers=self.config.workers,
+                loading=self.loading,
                 autocast=self.autocast,
                 on_batch=advance,
             )
@@ -418,10 +436,13 @@ class Trainer:
         self.model.train()
         self._epoch_losses = {}
         queue: deque[tuple[Plan, np.ndarray, np.ndarray]] = deque()
-        batches = self._batches(epoch, queue)
-        loader = batch_loader(self.datasets["train"], batches, self.device, self.config.workers)
+        self.train_batches.source = self._batches(epoch, queue)
+        if self.train_loader is None:  # one loader for the run: its workers persist across epochs
+            self.train_loader = batch_loader(
+                self.datasets["train"], self.train_batches, self.device, self.loading
+            )
         started, samples = time.perf_counter(), 0
-        for batch in loader:
+        for batch in self.train_loader:
             plan, active, fused = queue.popleft()
             record = self.train_step(epoch, batch, plan, active, fused)
             samples += record.rows
@@ -436,7 +457,7 @@ class Trainer:
         self, epoch: int, batch: dict[str, Any], plan: Plan, active: np.ndarray, fused: np.ndarray
     ) -> StepRecord:
         step = self.state.global_step
-        batch = move_batch(batch, self.device)
+        batch = device_batch(batch, self.info.modalities, self.device)
         if self.augment is not None:
             batch = self.augment(batch, step)
         ctx = StepContext(

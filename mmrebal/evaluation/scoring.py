@@ -7,6 +7,7 @@ positions in order and returns softmax probabilities and per-sample cross-entrop
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING
@@ -17,7 +18,8 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from mmrebal.cache.dataset import CacheDataset, batch_collate
-from mmrebal.engine.device import move_batch
+from mmrebal.engine.device import device_batch
+from mmrebal.engine.loading import LoaderSettings, loader_settings
 from mmrebal.evaluation.metrics import classification_metrics
 from mmrebal.samplers.base import ScoreResult
 
@@ -26,16 +28,18 @@ if TYPE_CHECKING:
 
 
 def batch_loader(
-    dataset: CacheDataset, batches: Iterable[list[int]], device: torch.device, num_workers: int = 0
+    dataset: CacheDataset,
+    batches: Iterable[list[int]],
+    device: torch.device,
+    settings: LoaderSettings | None = None,
 ) -> DataLoader:
-    """A DataLoader whose batch sampler yields row lists, read with one ``__getitems__`` call per batch."""
+    """A DataLoader whose batch sampler yields row lists, read with one ``__getitems__`` call per batch.
+
+    ``settings`` default: the main process only (``loader_settings(0, device)``).
+    """
+    settings = settings or loader_settings(0, device)
     return DataLoader(
-        dataset,
-        batch_sampler=batches,
-        collate_fn=batch_collate,
-        num_workers=num_workers,
-        pin_memory=device.type == "cuda",
-        persistent_workers=False,
+        dataset, batch_sampler=batches, collate_fn=batch_collate, **settings.dataloader_kwargs()
     )
 
 
@@ -47,12 +51,14 @@ def score_split(
     batch_size: int,
     *,
     positions: Sequence[int] | None = None,
-    num_workers: int = 0,
+    loading: LoaderSettings | None = None,
     autocast: Callable[[], AbstractContextManager] = nullcontext,
     on_batch: Callable[[int], None] | None = None,
 ) -> ScoreResult:
     """Score ``positions`` (default: the whole split) in order; restores the model's train/eval mode.
-    ``on_batch(rows)`` follows the pass (a progress bar)."""
+    ``on_batch(rows)`` follows the pass (a progress bar). The pass's loader is its own (workers
+    start and stop with it), so ``loading.persistent`` is dropped.
+    """
     pos = np.arange(len(dataset)) if positions is None else np.asarray(positions, dtype=np.int64)
     chunks = [pos[i : i + batch_size].tolist() for i in range(0, len(pos), batch_size)]
     scopes = ["fused", *dataset.modalities]
@@ -62,8 +68,9 @@ def score_split(
     model.eval()
     try:
         with torch.no_grad():
-            for batch in batch_loader(dataset, chunks, device, num_workers):
-                batch = move_batch(batch, device)
+            settings = dataclasses.replace(loading, persistent=False) if loading else None
+            for batch in batch_loader(dataset, chunks, device, settings):
+                batch = device_batch(batch, dataset.info.modalities, device)
                 with autocast():
                     out = method.predict(model, batch)
                 logits = {"fused": out.fused_logits, **out.unimodal_logits}

@@ -71,6 +71,10 @@ def errors_csv_path(out: Path) -> Path:
     return out.with_name(f"{out.stem}.prep_errors.csv")
 
 
+# raw (the default: the fastest reads, see benchmarks/loader.py) or an HDF5 filter every reader has
+COMPRESSIONS = (None, "lzf", "gzip")
+
+
 def lock_output(out: Path) -> ExclusiveLock:
     """Hold ``.<out>.lock`` for this prep, or refuse naming the process that holds it; then remove
     the temp files that killed preps left (a half-assembled cache, journal samples in flight)."""
@@ -116,6 +120,7 @@ def run_prep(
     seed: int = 0,
     test_fraction: float = 0.2,
     keep_raw: bool = False,
+    compression: str | None = None,
     **options: Any,
 ) -> PrepReport:
     """Build ``out`` from the raw dataset at ``root`` (see the module docstring for the stages);
@@ -125,8 +130,11 @@ def run_prep(
     the adapter takes one, so one seed fixes every random choice of the prep. ``test_fraction`` is
     used only when the source has no test split. Synthetic adapters (avmnist) write their raw clips to
     ``root`` or, when it is None, to ``<out>.raw/``, removed after success unless ``keep_raw``.
+    ``compression`` is the HDF5 filter of every per-sample array (``COMPRESSIONS``; None: raw).
     """
     started = time.perf_counter()
+    if compression not in COMPRESSIONS:
+        raise PrepFailed(f"--compression {compression}: choose none or one of {', '.join(COMPRESSIONS[1:])}")
     for flag, value in (("--val-fraction", val_fraction), ("--test-fraction", test_fraction)):
         if not 0.0 <= value < 1.0:
             raise PrepFailed(f"{flag} must be in [0, 1), got {value}")
@@ -194,7 +202,7 @@ def run_prep(
         "num_source_items": len(items),
         "num_prep_errors": len(issues),
     }
-    assemble(journal, entries, out, class_names, adapter.modalities, attrs)
+    assemble(journal, entries, out, class_names, adapter.modalities, attrs, compression=compression)
     journal.remove()
     if synthetic and root is None and not keep_raw and raw_dir is not None:
         shutil.rmtree(raw_dir, ignore_errors=True)

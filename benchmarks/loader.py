@@ -1,0 +1,261 @@
+"""Loader throughput: the training read path beside a raw per-row h5py read and the JPEG loader.
+
+For each shape (the frames and spectrogram of the ``avmnist``, ``ogm``, ``ogm-3f`` and ``bss-ks``
+prep presets) this writes a synthetic cache with the project's own writer (``train_step.
+synthetic_cache``: journal + assembly) and times, on the same shuffled batches at the batch size of
+the matching train preset (``cpu`` 64, ``ogm`` 64, ``bss`` 32):
+
+- **mmrebal**: the DataLoader the trainer builds (``mmrebal.evaluation.scoring.batch_loader`` with
+  ``mmrebal.engine.loading.loader_settings``, over ``CacheDataset.__getitems__``, not preloaded: the
+  path of a split too large for ``--preload auto``), with 0, 1 and 2 workers. What it
+  delivers is what the trainer hands to ``device_batch``: stored uint8 frames, float32 spectrograms
+  (the float conversion runs on the training device and is not part of the read path);
+- **raw**: a plain per-row h5py loop over the same rows in one process (``np.stack`` of ``ds[row]``,
+  datasets opened once), the speed of the file;
+- **JPEG**: the reference repos' loader of ``benchmarks/prep.py`` (``stage2_item``: PIL-decode and
+  resize the dumped JPEG frames, ``librosa.load`` + STFT the wav) over clips this script generates
+  and dumps with ``stage1_dump``, in a DataLoader with the same number of workers.
+
+Two rates per loader, both from the first batch on (worker start-up is not counted): wall-clock
+samples/s, and samples per CPU-second of every process that read them (the main one and its workers),
+which is what one process achieves without the other tenants of a shared machine. Goals: mmrebal >=
+0.9x raw per process, >= 20x the JPEG loader, and wall rate linear in workers where cores are free.
+
+A second table compares the cache layouts of ``mmrebal prep --compression`` at ``bss-ks`` shapes
+(frames cut from photographs so that a compressor has natural content): bytes per sample on disk and
+batch read speed in one process.
+
+Usage: ``python benchmarks/loader.py [--shapes avmnist,ogm,ogm-3f,bss-ks] [--rows 256] [--batches 24]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import torch
+from prep import make_dataset, stage1_dump, stage2_item, table
+from torch.utils.data import DataLoader, Dataset
+from train_step import synthetic_cache
+
+from mmrebal.cache.dataset import CacheDataset
+from mmrebal.engine import loading
+from mmrebal.engine.config import resolve_config
+from mmrebal.engine.loading import loader_settings
+from mmrebal.evaluation.scoring import batch_loader
+from mmrebal.prep.presets import PRESETS, Preset
+
+SHAPES = {"avmnist": "cpu", "ogm": "ogm", "ogm-3f": "ogm", "bss-ks": "bss"}  # prep preset -> train preset
+
+
+def shuffled_batches(n: int, batch_size: int, count: int, seed: int = 0) -> list[list[int]]:
+    """``count`` batches of distinct positions, epoch after epoch of shuffles (as the uniform sampler)."""
+    rng = np.random.default_rng(seed)
+    out: list[list[int]] = []
+    while len(out) < count:
+        order = rng.permutation(n)
+        out += [order[i : i + batch_size].tolist() for i in range(0, n - batch_size + 1, batch_size)]
+    return out[:count]
+
+
+@dataclass(frozen=True)
+class Rate:
+    wall: float  # samples/s
+    cpu: float  # samples per CPU-second of every process that read them (the main one and its workers)
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """CPU time of this process and of the live processes ``pids`` (DataLoader workers), from /proc."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = time.process_time()
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+    return total
+
+
+def measure_rate(batches: Iterable[dict[str, Any]], count: int) -> Rate:
+    """Throughput over ``count - 1`` batches after the first (start-up is not counted)."""
+    it = iter(batches)
+    next(it)
+    pids = [w.pid for w in getattr(it, "_workers", [])]  # a DataLoader iterator's worker processes
+    started, cpu_started, samples = time.perf_counter(), cpu_seconds(pids), 0
+    for _ in range(count - 1):
+        samples += len(next(iter(next(it).values())))
+    wall = samples / (time.perf_counter() - started)
+    rate = Rate(wall, samples / max(cpu_seconds(pids) - cpu_started, 1e-9))
+    for _ in it:  # nothing is left; lets the loader stop its workers
+        pass
+    return rate
+
+
+def raw_rows(path: Path, rows: np.ndarray, batches: list[list[int]]) -> Iterator[dict[str, np.ndarray]]:
+    """The file's speed: a plain per-row h5py read of the same rows, datasets opened once."""
+    with h5py.File(path, "r") as f:
+        arrays = {key: f[key] for key in ("visual/frames", "audio/spec")}
+        for batch in batches:
+            yield {key: np.stack([ds[int(r)] for r in rows[batch]]) for key, ds in arrays.items()}
+
+
+class JpegItems(Dataset):
+    """The reference loader: one ``stage2_item`` per sample, as float tensors (its collate stacks)."""
+
+    def __init__(self, folders: list[Path], preset: Preset) -> None:
+        self.folders = folders
+        self.preset = preset
+
+    def __len__(self) -> int:
+        return len(self.folders)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        frames, spec = stage2_item(self.folders[i % len(self.folders)], self.preset)
+        return {
+            "visual": torch.from_numpy(frames).permute(0, 3, 1, 2).float().div_(255.0),
+            "audio": torch.from_numpy(spec).unsqueeze(0),
+        }
+
+
+def jpeg_dump(root: Path, preset: Preset, clips: int, workers: int) -> list[Path]:
+    """Clips of the preset's duration, dumped to JPEG frames + wav the reference way (stage 1)."""
+    paths = make_dataset(root / "src", clips, preset.audio.duration_s, workers)
+    fps = preset.frames.fps or 1.0
+    with ProcessPoolExecutor(workers) as pool:
+        list(pool.map(stage1_dump, [(p, root / "dump" / p.stem, fps) for p in paths]))
+    return [root / "dump" / p.stem for p in paths]
+
+
+def measure(name: str, args: argparse.Namespace, tmp: Path) -> list[tuple[str, ...]]:
+    preset = PRESETS.get(name)
+    config = resolve_config({"preset": SHAPES[name], "device": "cpu"})
+    bs = config.batch_size
+    cache = synthetic_cache(
+        tmp / f"{name}.h5",
+        args.rows,
+        frames_shape=preset.frames.shape(),
+        spec_shape=preset.audio.shape(),
+    )
+    folders = jpeg_dump(tmp / f"{name}-jpeg", preset, args.clips, max(args.workers))
+    dataset = CacheDataset(cache, "train", preload=False)
+    batches = shuffled_batches(len(dataset), bs, args.batches + 1)
+    jpeg_batches = batches[: args.jpeg_batches + 1]  # item i is clip i % clips
+    raw = measure_rate(raw_rows(cache, dataset.rows, batches), len(batches))
+    print(f"{name}: raw per-row h5py {raw.wall:.0f} samples/s", file=sys.stderr)
+    rows, base = [], None
+    for workers in args.workers:
+        cpu = torch.device("cpu")
+        ours = measure_rate(batch_loader(dataset, batches, cpu, loader_settings(workers, cpu)), len(batches))
+        reference = JpegItems(folders, preset)
+        jpeg = measure_rate(
+            DataLoader(reference, batch_sampler=jpeg_batches, num_workers=workers), len(jpeg_batches)
+        )
+        base = base or ours.wall
+        print(f"{name}: {workers} workers: mmrebal {ours.wall:.0f}, JPEG {jpeg.wall:.1f} /s", file=sys.stderr)
+        rows.append(
+            (
+                name,
+                str(bs),
+                str(workers),
+                f"{ours.wall:.0f}",
+                f"{raw.wall:.0f}",
+                f"{jpeg.wall:.1f}",
+                f"{ours.wall / base:.2f}",
+                f"{ours.wall / jpeg.wall:.0f}x",
+                f"{ours.cpu:.0f}",
+                f"{raw.cpu:.0f}",
+                f"{ours.cpu / raw.cpu:.2f}",
+                f"{ours.cpu / jpeg.cpu:.0f}x",
+            )
+        )
+    return rows
+
+
+def natural_frames(shape: tuple[int, ...]) -> Callable[[np.random.Generator], np.ndarray]:
+    """Frames cut from scikit-learn's two bundled photographs, panning a few pixels per frame, so a
+    compressor sees natural content (random pixels would not compress at all)."""
+    from sklearn.datasets import load_sample_images
+
+    photos = load_sample_images().images  # 427x640 RGB
+    count, height, width, _ = shape
+
+    def draw(rng: np.random.Generator) -> np.ndarray:
+        photo = photos[rng.integers(len(photos))]
+        y = int(rng.integers(0, photo.shape[0] - height - 2 * count))
+        x = int(rng.integers(0, photo.shape[1] - width - 4 * count))
+        return np.stack(
+            [photo[y + 2 * t : y + 2 * t + height, x + 4 * t : x + 4 * t + width] for t in range(count)]
+        )
+
+    return draw
+
+
+def measure_layouts(args: argparse.Namespace, tmp: Path) -> list[tuple[str, ...]]:
+    """Size and read speed of the cache layouts (``prep --compression``) at Kinetics-Sounds shapes."""
+    preset = PRESETS.get("bss-ks")
+    bs = resolve_config({"preset": SHAPES["bss-ks"], "device": "cpu"}).batch_size
+    out, base = [], None
+    for compression in ("none", "lzf"):
+        path = synthetic_cache(
+            tmp / f"layout-{compression}.h5",
+            args.rows,
+            frames_shape=preset.frames.shape(),
+            spec_shape=preset.audio.shape(),
+            frames=natural_frames(preset.frames.shape()),
+            compression=None if compression == "none" else compression,
+        )
+        dataset = CacheDataset(path, "train", preload=False)
+        batches = shuffled_batches(len(dataset), bs, args.batches + 1)
+        cpu = torch.device("cpu")
+        ours = measure_rate(batch_loader(dataset, batches, cpu, loader_settings(0, cpu)), len(batches))
+        raw = measure_rate(raw_rows(path, dataset.rows, batches), len(batches))
+        size = path.stat().st_size / (args.rows + 32)
+        base = base or (size, ours.wall)
+        out.append((compression, f"{size / 1e3:.0f}", f"{base[0] / size:.2f}x", f"{ours.wall:.0f}",
+                    f"{raw.wall:.0f}", f"{ours.wall / base[1]:.2f}"))  # fmt: skip
+        print(f"layout {compression}: {size / 1e3:.0f} KB/sample, {ours.wall:.0f} samples/s", file=sys.stderr)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--shapes", default=",".join(SHAPES), help="prep presets whose shapes to time")
+    parser.add_argument("--rows", type=int, default=256, help="train rows of each synthetic cache")
+    parser.add_argument("--batches", type=int, default=24, help="timed batches per loader setting")
+    parser.add_argument("--clips", type=int, default=16, help="generated clips behind the JPEG loader")
+    parser.add_argument("--jpeg-batches", type=int, default=3, help="timed JPEG-loader batches")
+    parser.add_argument("--workers", default="0,1,2", help="DataLoader worker counts")
+    parser.add_argument("--no-layouts", action="store_true", help="skip the raw vs lzf layout table")
+    args = parser.parse_args(argv)
+    args.workers = [int(w) for w in args.workers.split(",")]
+    names = args.shapes.split(",")
+    unknown = [n for n in names if n not in SHAPES]
+    if unknown:
+        raise SystemExit(f"--shapes: unknown {', '.join(unknown)}; choose from {', '.join(SHAPES)}")
+    rows: list[tuple[str, ...]] = []
+    layouts: list[tuple[str, ...]] = []
+    with tempfile.TemporaryDirectory(prefix="mmrebal-loader-") as tmp:
+        for name in names:
+            rows += measure(name, args, Path(tmp))
+        if not args.no_layouts:
+            layouts = measure_layouts(args, Path(tmp))
+    header = ("shape", "batch", "workers", "mmrebal /s", "raw h5py /s", "JPEG /s", "vs 0 workers",
+              "/ JPEG", "mmrebal /CPU-s", "raw /CPU-s", "/ raw per CPU", "/ JPEG per CPU")  # fmt: skip
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"\n{loading.usable_cores()} cores, load average {load} (other processes share them)\n")
+    table(header, rows)
+    if layouts:
+        print("\nlayouts at bss-ks (Kinetics-Sounds) shapes, frames cut from photographs, 0 workers:\n")
+        table(("layout", "KB/sample", "smaller", "mmrebal /s", "raw h5py /s", "read speed vs none"), layouts)
+
+
+if __name__ == "__main__":
+    main()
