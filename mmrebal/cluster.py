@@ -85,6 +85,10 @@ class ClusterSweep:
         except Exception:  # a job killed, timed out or unable to start is one failed cell
             return CellOutcome(cell, "failed", log=Path(job.paths.stderr))
 
+    def running(self) -> list[Cell]:
+        """The cells whose job has not finished (queued or running)."""
+        return [cell for cell, job in self.jobs.items() if not job.done()]
+
     def stop(self) -> None:
         """Cancel the jobs that have not finished (their checkpoints let the next run resume them)."""
         for job in self.jobs.values():

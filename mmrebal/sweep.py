@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import queue
+import re
 import shlex
 import subprocess
 import sys
@@ -243,6 +244,29 @@ def cell_state(cell_dir: Path) -> str:
     return "new"
 
 
+# the line the trainer prints after every epoch (1-based): ``epoch 3/6  train loss ...``
+EPOCH_LINE = re.compile(r"^epoch (\d+)/(\d+) +train loss", re.MULTILINE)
+
+
+def cell_progress(log: Path) -> str:
+    """Where a running cell is, from the last epoch line of its log: ``epoch 3/6 done``, or
+    ``starting`` before its first epoch ends (only the log's last 64 KiB are read)."""
+    try:
+        with open(log, "rb") as handle:
+            handle.seek(max(0, handle.seek(0, os.SEEK_END) - 65536))
+            tail = handle.read().decode(errors="replace")
+    except OSError:
+        return "starting"
+    found = EPOCH_LINE.findall(tail)
+    return f"epoch {found[-1][0]}/{found[-1][1]} done" if found else "starting"
+
+
+def running_line(spec: SweepSpec, cells: Sequence[Cell]) -> str:
+    """``running: dus-joint-s0 epoch 3/6 done, remix-joint-s0 starting`` for the sweep's display."""
+    parts = [f"{c.name} {cell_progress(spec.out / c.name / LOG_NAME)}" for c in cells]
+    return "running: " + (", ".join(parts) if parts else "none")
+
+
 def cell_command(
     spec: SweepSpec, cell: Cell, resume: bool, launcher: Sequence[str] = DEFAULT_LAUNCHER
 ) -> list[str]:
@@ -346,6 +370,11 @@ class SweepRunner:
         if self.spec.jobs > 1 and "OMP_NUM_THREADS" not in env:
             env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // self.spec.jobs))
         return env
+
+    def running(self) -> list[Cell]:
+        """The cells whose process is alive now."""
+        with self._lock:
+            return list(self._running)
 
     def stop(self) -> None:
         """Terminate running cells (their checkpoints let the next sweep resume them)."""

@@ -25,9 +25,11 @@ from mmrebal.sweep import (
     SweepSpec,
     build_spec,
     cell_command,
+    cell_progress,
     cell_state,
     parse_train_opts,
     read_grid,
+    running_line,
 )
 
 # A stand-in for `mmrebal train` with the same run-directory behaviour: a checkpoint after every
@@ -56,6 +58,7 @@ FAKE_TRAIN = textwrap.dedent(
         time.sleep(args.sleep)
         with open(out / "epochs.log", "a") as f:
             f.write(f"{epoch}\\n")
+        print(f"epoch {epoch + 1}/{args.epochs}  train loss 0.5000", flush=True)  # as the trainer prints
         ckpt.parent.mkdir(parents=True, exist_ok=True)
         ckpt.with_suffix(".tmp").write_text(json.dumps({"epoch": epoch}))
         os.replace(ckpt.with_suffix(".tmp"), ckpt)
@@ -370,3 +373,31 @@ def test_real_sweep_interrupt_resume_and_report(tmp_path: Path) -> None:
     for name in ("batch-size", "discrepancy"):
         assert_png_not_blank(tmp_path / f"report-{name}.png")
         assert f"](report-{name}.png)" in text
+
+
+def test_cell_progress_reads_the_last_epoch_line_of_the_log(tmp_path: Path) -> None:
+    log = tmp_path / LOG_NAME
+    assert cell_progress(log) == "starting"  # no log yet
+    log.write_text("# start\nepoch 1/6  train loss 1.2\nepoch 2/6  train loss 0.9\n# resume\n")
+    assert cell_progress(log) == "epoch 2/6 done"
+    with open(log, "a") as f:
+        f.write("x" * 70_000 + "\nepoch 3/6  train loss 0.7  val acc fused 0.9\n")  # beyond the tail read
+    assert cell_progress(log) == "epoch 3/6 done"
+
+
+def test_the_sweep_follows_its_running_cells_epochs(tmp_path: Path, fake_train: tuple[str, ...]) -> None:
+    import threading
+
+    args = ["--epochs", "3", "--sleep", "0.4"]
+    spec = SweepSpec(["a", "b"], ["joint"], [0], tmp_path / "sweep", train_args=args)
+    runner = SweepRunner(spec, launcher=fake_train)
+    seen: set[str] = set()
+    thread = threading.Thread(target=runner.run)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while thread.is_alive() and time.monotonic() < deadline:
+        seen.add(running_line(spec, runner.running()))
+        time.sleep(0.05)
+    thread.join(timeout=30)
+    assert "running: a-joint-s0 epoch 1/3 done" in seen and "running: b-joint-s0 epoch 2/3 done" in seen
+    assert runner.running() == [] and running_line(spec, []) == "running: none"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -51,7 +52,7 @@ def sweep_command(
     from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from mmrebal.sweep import SweepRunner, build_spec, error_line, parse_train_opts, read_grid
+    from mmrebal.sweep import SweepRunner, build_spec, error_line, parse_train_opts, read_grid, running_line
 
     err = Console(stderr=True, soft_wrap=True)
     try:
@@ -78,6 +79,12 @@ def sweep_command(
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=err) as progress:
         task = progress.add_task("cells", total=len(cells))
+        live = progress.add_task(running_line(spec, []), total=None)
+        finished = threading.Event()
+
+        def follow() -> None:  # the running cells' epochs, read from their logs every second
+            while not finished.wait(1.0):
+                progress.update(live, description=escape(running_line(spec, runner.running())))
 
         def show(outcome) -> None:
             counts[outcome.status] += 1
@@ -100,11 +107,14 @@ def sweep_command(
                 how = "resumed and finished" if outcome.resumed else "finished"
                 progress.console.print(f"{how} {outcome.cell.name}")
 
+        threading.Thread(target=follow, daemon=True).start()
         try:
             runner.run(show)
         except KeyboardInterrupt:
             err.print("interrupted: running cells stopped; re-run the same command to resume")
             raise typer.Exit(130) from None
+        finally:
+            finished.set()
     done, skipped, failed = counts["finished"], counts["skipped"], counts["failed"]
     err.print(f"{spec.out}: {done} trained, {skipped} already finished, {failed} failed", highlight=False)
     if counts["failed"]:
