@@ -388,7 +388,7 @@ def test_cell_progress_reads_the_last_epoch_line_of_the_log(tmp_path: Path) -> N
 def test_the_sweep_follows_its_running_cells_epochs(tmp_path: Path, fake_train: tuple[str, ...]) -> None:
     import threading
 
-    args = ["--epochs", "3", "--sleep", "0.4"]
+    args = ["--epochs", "3", "--sleep", "0.8"]  # each epoch line stays the latest for 0.8 s
     spec = SweepSpec(["a", "b"], ["joint"], [0], tmp_path / "sweep", train_args=args)
     runner = SweepRunner(spec, launcher=fake_train)
     seen: set[str] = set()
