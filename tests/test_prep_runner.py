@@ -348,8 +348,9 @@ def test_ctrl_c_stops_the_pool_cleanly_and_a_rerun_completes(tmp_path: Path):
 def test_compressed_layout_reads_the_same_arrays(tmp_path: Path):
     root = tmp_path / "raw"
     root.mkdir()
-    write_manifest(root, good_rows(root, 4))
-    assert manifest_cli(root, tmp_path / "raw.h5").exit_code == 0
+    write_manifest(root, good_rows(root, 6))  # enough rows for a non-empty val and test split
+    raw = manifest_cli(root, tmp_path / "raw.h5")
+    assert raw.exit_code == 0, raw.output
     result = manifest_cli(root, tmp_path / "lzf.h5", "--compression", "lzf")
     assert result.exit_code == 0, result.output
     with h5py.File(tmp_path / "raw.h5") as raw, h5py.File(tmp_path / "lzf.h5") as lzf:

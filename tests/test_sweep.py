@@ -243,7 +243,8 @@ def test_each_running_cell_gets_its_own_gpu(
     tmp_path: Path, fake_train: tuple[str, ...], monkeypatch: pytest.MonkeyPatch, gpus: str, jobs: int | None
 ) -> None:
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "7")  # the sweep's own devices do not leak into cells
-    spec = build_spec({}, None, "a,b,c", None, "0,1", tmp_path / "sw", jobs, ["--sleep", "0.3"], gpus)
+    names = "uniform,dus,remix"
+    spec = build_spec({}, None, names, None, "0,1", tmp_path / "sw", jobs, ["--sleep", "0.3"], gpus)
     assert spec.gpus == gpus.split(",") and spec.jobs == (jobs or 2)
     outcomes = SweepRunner(spec, launcher=fake_train).run()
     assert [o.status for o in outcomes] == ["finished"] * 6
@@ -257,24 +258,26 @@ def test_each_running_cell_gets_its_own_gpu(
     log = (tmp_path / "sw" / spec.cells()[0].name / LOG_NAME).read_text()
     assert "CUDA_VISIBLE_DEVICES=" in log.splitlines()[0]
     with pytest.raises(SweepError, match="device ids are whole numbers"):
-        build_spec({}, None, "a", None, None, tmp_path / "sw", None, [], "0,cuda:1")
+        build_spec({}, None, "uniform", None, None, tmp_path / "sw", None, [], "0,cuda:1")
 
 
 def test_without_gpus_cells_keep_the_environment(tmp_path: Path, fake_train: tuple[str, ...],
                                                  monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "5")
-    spec = build_spec({"gpus": None}, None, "a", None, None, tmp_path / "sw", None, [])
+    spec = build_spec({"gpus": None}, None, "uniform", None, None, tmp_path / "sw", None, [])
     assert spec.jobs == 1 and spec.gpus == []
     SweepRunner(spec, launcher=fake_train).run()
-    assert json.loads((tmp_path / "sw" / "a-joint-s0" / "device.json").read_text())["gpu"] == "5"
-    grid = {"samplers": "a", "gpus": "0,1,2"}  # a grid file's gpus: one cell per GPU by default
+    assert json.loads((tmp_path / "sw" / "uniform-joint-s0" / "device.json").read_text())["gpu"] == "5"
+    grid = {"samplers": "uniform", "gpus": "0,1,2"}  # a grid file's gpus: one cell per GPU by default
     assert build_spec(grid, None, None, None, None, tmp_path / "sw", None, []).jobs == 3
 
 
 def test_cluster_sweep_through_the_local_executor(tmp_path: Path, fake_train: tuple[str, ...]) -> None:
     from mmrebal.cluster import ClusterSweep
 
-    spec = build_spec({}, None, "uniform,broken,dus", None, "0", tmp_path / "sw", None, ["--epochs", "2"])
+    # "broken" (a name the fake trainer fails on) is no registered sampler, so the spec is built directly
+    cells = ["uniform", "broken", "dus"]
+    spec = SweepSpec(cells, ["joint"], [0], tmp_path / "sw", train_args=["--epochs", "2"])
     resumable = tmp_path / "sw" / "dus-joint-s0" / "checkpoints" / "last.pt"
     resumable.parent.mkdir(parents=True)
     resumable.write_text(json.dumps({"epoch": 0}))  # an interrupted cell: only epoch 1 is left
