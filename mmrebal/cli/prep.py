@@ -68,6 +68,9 @@ def prep_command(
     keep_raw: bool = typer.Option(
         False, "--keep-raw", help="avmnist: keep the generated clips in <out>.raw/."
     ),
+    name: str | None = typer.Option(
+        None, "--name", help="Dataset name recorded in the cache, used by run folders and reports."
+    ),
     opt: list[str] | None = typer.Option(None, "--opt", help=OPT_HELP),
 ) -> None:
     """Decode a raw dataset into one HDF5 cache; re-running after an interruption resumes."""
@@ -89,6 +92,7 @@ def prep_command(
             test_fraction=test_fraction,
             seed=seed,
             keep_raw=keep_raw,
+            name=name,
             **options,
         )
     except (PrepFailed, LayoutError, CacheError, KeyError, ValueError) as exc:

@@ -22,6 +22,7 @@ import io
 import json
 import multiprocessing
 import os
+import re
 import shutil
 import signal
 import time
@@ -38,6 +39,7 @@ from mmrebal.prep.presets import PRESETS, Preset
 from mmrebal.prep.splits import grouped_holdout, stratified_carve
 
 IN_FLIGHT_PER_WORKER = 4
+DATASET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 class PrepFailed(RuntimeError):
@@ -79,6 +81,7 @@ def run_prep(
     seed: int = 0,
     test_fraction: float = 0.2,
     keep_raw: bool = False,
+    name: str | None = None,
     **options: Any,
 ) -> PrepReport:
     """Build ``out`` from the raw dataset at ``root`` (see the module docstring for the stages).
@@ -87,11 +90,15 @@ def run_prep(
     the adapter takes one, so one seed fixes every random choice of the prep. ``test_fraction`` is
     used only when the source has no test split. Synthetic adapters (avmnist) write their raw clips to
     ``root`` or, when it is None, to ``<out>.raw/``, removed after success unless ``keep_raw``.
+    ``name`` is the dataset name recorded in the cache (``dataset`` attribute: run directories and
+    reports use it); default the adapter's name, which is always kept as the ``adapter`` attribute.
     """
     started = time.perf_counter()
     for flag, value in (("--val-fraction", val_fraction), ("--test-fraction", test_fraction)):
         if not 0.0 <= value < 1.0:
             raise PrepFailed(f"{flag} must be in [0, 1), got {value}")
+    if name is not None and not DATASET_NAME.match(name):
+        raise PrepFailed(f"--name {name!r}: use letters, digits, '.', '_' or '-' (it names run folders)")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     adapter = adapter_class(dataset)()
@@ -103,6 +110,8 @@ def run_prep(
         raw_dir, **{k: v for k, v in resolved.items() if k in options or k == "seed"}
     )
     log = _Log()
+    for note in adapter.notes:
+        log.note(note)
     for issue in issues:
         log.issue(issue)
     if strict and issues:
@@ -138,7 +147,8 @@ def run_prep(
         split_attrs["test_split"] = {"method": adapter.split_method}
     entries = [Entry(i.sample_id, class_names.index(i.label), splits[i.sample_id]) for i in done]
     attrs = {
-        "dataset": dataset,
+        "dataset": name or dataset,
+        "adapter": dataset,
         **chosen.params(),
         **{f"option_{key}": value for key, value in resolved.items()},
         "modalities": adapter.modalities,
@@ -154,7 +164,7 @@ def run_prep(
     counts = {s: sum(e.split == s for e in entries) for s in ("train", "val", "test")}
     return PrepReport(
         out,
-        dataset,
+        name or dataset,
         chosen.name,
         len(entries),
         resumed,

@@ -69,6 +69,7 @@ class Adapter:
     modalities: dict[str, str] = {}  # modality -> cache kind ("spectrogram", "frames", "image")
     default_preset: ClassVar[str] = ""
     classes: tuple[str, ...] | None = None  # a fixed class order, else sorted labels
+    notes: tuple[str, ...] = ()  # warnings from ``scan`` that skip no sample; prep prints them
 
     def scan(self, root: Path | None, **options: Any) -> tuple[list[SourceItem], list[PrepIssue]]:
         raise NotImplementedError
