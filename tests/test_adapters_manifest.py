@@ -9,7 +9,7 @@ import pytest
 import soundfile as sf
 import torch
 from _adapter_train import train_briefly
-from PIL import Image
+from _manifest_media import image_text_manifest, png
 from typer.testing import CliRunner
 
 from mmrebal.cache.format import read_info
@@ -22,30 +22,11 @@ from mmrebal.prep.runner import PrepFailed, run_prep
 from mmrebal.report.runs import find_runs
 
 torch.set_num_threads(1)
-NAMES = ("red circle", "blue square", "green star")
 
 
 @pytest.fixture(scope="module", autouse=True)
 def _adapters() -> None:
     load_builtin()
-
-
-def png(path: Path, label: int, seed: int) -> None:
-    rng = np.random.default_rng(seed)
-    pixels = rng.integers(0, 60, (24, 24, 3), dtype=np.uint8)
-    pixels[:, :, label] += 150  # the class is the dominant colour channel
-    Image.fromarray(pixels).save(path)
-
-
-def image_text_manifest(root: Path, count: int = 18) -> Path:
-    rows = ["id,label,split,image,text"]
-    for n in range(count):
-        label = n % 3
-        png(root / f"g{n}.png", label, n)
-        split = "test" if n % 6 == 0 else ""
-        rows.append(f"g{n},{NAMES[label].split()[0]},{split},g{n}.png,a {NAMES[label]} glyph number {n}")
-    (root / "manifest.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
-    return root / "manifest.csv"
 
 
 def three_modality_manifest(root: Path, count: int = 18) -> Path:

@@ -42,7 +42,7 @@ def prep_command(
     preset: str | None = typer.Option(
         None,
         "--preset",
-        help="ogm, ogm-3f, bss, bss-ks, fbank, avmnist, image-text, nvgesture, nvgesture-i3d, ave "
+        help="ogm, ogm-3f, bss, bss-ks, fbank, ast, avmnist, image-text, nvgesture, nvgesture-i3d, ave "
         "(default: the dataset's).",
     ),
     workers: int = typer.Option(_cores(), "--workers", help="Decoding processes (default: all cores)."),

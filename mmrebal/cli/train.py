@@ -40,10 +40,10 @@ def train_command(
         None, "--cache", help="HDF5 cache (default: the embedded avmnist cache)."
     ),
     sampler: str | None = typer.Option(None, "--sampler", help="uniform, dus, remix, bss, ..."),
-    method: str | None = typer.Option(None, "--method", help="joint, unimodal, ogm-ge, mla."),
+    method: str | None = typer.Option(None, "--method", help="joint, unimodal, ogm-ge, mla, ..."),
     fusion: str | None = typer.Option(None, "--fusion", help="concat, sum, film, gated, shared."),
     encoders: str | None = typer.Option(
-        None, "--encoders", help="cnn | resnet18 | audio=cnn,visual=resnet18"
+        None, "--encoders", help="cnn | resnet18 | resnet50 | minilm | hf | audio=cnn,visual=resnet18"
     ),
     feature_dim: int | None = typer.Option(None, "--feature-dim"),
     epochs: int | None = typer.Option(None, "--epochs"),

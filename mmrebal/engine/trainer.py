@@ -309,7 +309,7 @@ class Trainer:
     # --- set-up -------------------------------------------------------------------------------
     def _optimizer(self) -> torch.optim.Optimizer:
         c = self.config
-        params = self.model.parameters()
+        params = self.model.param_groups(c.lr)  # layer-wise lr and frozen encoders (encoder options)
         if c.optimizer == "sgd":
             return torch.optim.SGD(params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
         cls = torch.optim.Adam if c.optimizer == "adam" else torch.optim.AdamW
