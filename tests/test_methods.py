@@ -380,3 +380,91 @@ def test_methods_keep_ddp_ranks_identical(tmp_path: Path) -> None:
         assert r0[method]["extras"] == r1[method]["extras"]
         for a, b in zip(r0[method]["params"], r1[method]["params"], strict=True):
             torch.testing.assert_close(a, b)
+
+
+# --- the DUS wiring: Eq. (2)'s sum over rows, OGM-GE's ratio on partial batches ----------------
+
+
+def _encoder_grad(model: nn.Module, modality: str) -> torch.Tensor:
+    return torch.cat([p.grad.flatten() for p in model.encoder(modality).parameters() if p.grad is not None])
+
+
+@pytest.mark.parametrize("method", ["joint", "mla", "unimodal"])
+def test_a_plan_normaliser_makes_each_term_a_sum_over_its_rows(method: str) -> None:
+    """Under a normaliser a modality's gradient doubles when its rows are doubled; under a mean it stays."""
+    fusion = "shared" if method == "mla" else "concat"
+    opts = {"modality": "audio"} if method == "unimodal" else {}
+    if method == "joint":
+        opts = {"fused_weight": 0.0, "unimodal_weight": {"audio": 1.0, "visual": 0.0}}
+    batch = tiny_batch(4)
+    doubled = {k: torch.cat([v, v]) for k, v in batch.items()}  # the same 4 rows twice
+    grads = {}
+    for name, b, normaliser in [("one", batch, 4.0), ("two", doubled, 4.0), ("mean", doubled, None)]:
+        model = tiny_model(fusion)
+        model.eval()  # BatchNorm uses running stats, so duplicated rows give identical per-row losses
+        size = len(b["label"])
+        active, fused = torch.ones(size, 2, dtype=torch.bool), torch.ones(size, dtype=torch.bool)
+        ctx = StepContext(0, 0, normaliser=normaliser)
+        m = create_method(method, NAMES, **opts)
+        m.train_step(model, b, active, fused, torch.optim.SGD(model.parameters(), lr=0.0), ctx)
+        # MLA zeroes the gradients before each modality's update: the last one (visual) is left
+        grads[name] = _encoder_grad(model, "visual" if method == "mla" else "audio")
+    torch.testing.assert_close(grads["two"], 2 * grads["one"], rtol=1e-4, atol=1e-7)
+    torch.testing.assert_close(grads["mean"], grads["one"], rtol=1e-4, atol=1e-7)
+
+
+def test_joint_loss_under_a_normaliser_by_hand() -> None:
+    model, batch = tiny_model(), tiny_batch()
+    active = torch.tensor([[1, 1], [1, 1], [1, 0], [1, 0], [1, 0], [0, 1]], dtype=torch.bool)
+    fused = active.all(1)
+    with torch.no_grad():
+        out = copy.deepcopy(model)(batch, active)
+    y = batch["label"]
+
+    def total(z: torch.Tensor, rows: torch.Tensor) -> float:
+        return float(F.cross_entropy(z[rows], y[rows], reduction="sum"))
+
+    expected = (
+        total(out.fused_logits, fused)
+        + total(out.unimodal_logits["audio"], active[:, 0])
+        + total(out.unimodal_logits["visual"], active[:, 1])
+    ) / 3.0
+    method = create_method("joint", NAMES)
+    sgd = torch.optim.SGD(model.parameters(), lr=0.0)
+    result = method.train_step(model, batch, active, fused, sgd, StepContext(0, 0, normaliser=3.0))
+    assert result.loss == pytest.approx(expected, rel=1e-5)
+    # the traced per-modality loss stays the mean CE over the modality's rows
+    mean_audio = float(F.cross_entropy(out.unimodal_logits["audio"][active[:, 0]], y[active[:, 0]]))
+    assert result.modality["audio"].loss == pytest.approx(mean_audio, rel=1e-5)
+
+
+@pytest.mark.parametrize("rho_rows", ["paired", "all", "mean"])
+def test_ogm_ge_ratio_under_a_dus_plan(rho_rows: str) -> None:
+    """2 paired rows, 3 audio-only rows, 1 visual-only row: rho per ``rho_rows``, by hand."""
+    model, batch = tiny_model(), tiny_batch()
+    active = torch.tensor([[1, 1], [1, 1], [1, 0], [1, 0], [1, 0], [0, 1]], dtype=torch.bool)
+    fused = active.all(1)
+    with torch.no_grad():
+        out = copy.deepcopy(model)(batch, active)
+    y = batch["label"]
+    p = {m: out.unimodal_logits[m].softmax(1)[torch.arange(6), y] for m in NAMES}
+    rows = {"paired": {m: fused for m in NAMES}, "all": {m: active[:, j] for j, m in enumerate(NAMES)}}
+    rows["mean"] = rows["all"]
+    score = {m: float(p[m][rows[rho_rows][m]].sum()) for m in NAMES}
+    if rho_rows == "mean":
+        score = {m: score[m] / int(rows["mean"][m].sum()) for m in NAMES}
+    method = create_method("ogm-ge", NAMES, rho_rows=rho_rows, unimodal_weight=1.0)
+    sgd = torch.optim.SGD(model.parameters(), lr=0.0)
+    result = method.train_step(model, batch, active, fused, sgd, StepContext(0, 0))
+    assert result.extra["rho/audio"] == pytest.approx(score["audio"] / score["visual"], rel=1e-5)
+
+
+def test_ogm_ge_without_paired_rows_does_not_modulate() -> None:
+    model, batch = tiny_model(), tiny_batch()
+    active = torch.tensor([[1, 0]] * 3 + [[0, 1]] * 3, dtype=torch.bool)
+    method = create_method("ogm-ge", NAMES, unimodal_weight=1.0)
+    sgd = torch.optim.SGD(model.parameters(), lr=0.0)
+    result = method.train_step(model, batch, active, active.all(1), sgd, StepContext(0, 0))
+    assert result.extra == {}
+    with pytest.raises(ValueError, match="rho_rows"):
+        create_method("ogm-ge", NAMES, rho_rows="some")

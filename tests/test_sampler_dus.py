@@ -76,21 +76,25 @@ def test_index_stream_covers_everything_and_never_repeats_within_a_draw():
         assert len(np.unique(draw)) == 7
 
 
+@pytest.mark.parametrize("budget", ["modality", "shared"])
 @pytest.mark.parametrize("mods", [MODS2, MODS3])
 @pytest.mark.parametrize("name", ["dus", "dus-ds"])
-def test_dus_sizes_sum_to_batch_every_step(name, mods):
-    s = make(name, mods, n=30, batch=9, policy_lr=0.05) if name == "dus" else make(name, mods, n=30, batch=9)
+def test_dus_sizes_sum_to_budget_every_step(name, mods, budget):
+    extra = {"policy_lr": 0.05} if name == "dus" else {}
+    s = make(name, mods, n=30, batch=9, budget=budget, **extra)
+    total = 9 * len(mods) if budget == "modality" else 9  # N_B of Eq. (4)
     assert s.steps_per_epoch == math.ceil(30 / 9)
     for epoch in range(4):
         plans = run_epoch(s, epoch)
         assert len(plans) == 4
         for plan in plans:
             rows, active, fused = plan.layout(mods)
-            assert active.sum() == 9  # sum_j a^(j) = N_B
+            assert active.sum() == total  # sum_j a^(j) = N_B
             assert (active.sum(0) >= 1).all()
             assert (fused == active.all(1)).all()  # only rows drawn for every modality feed the fused loss
+            assert plan.normaliser == pytest.approx(total / len(mods))  # Eq. (2): sums / (N_B / m)
             if epoch == 0:
-                assert sorted(active.sum(0).tolist()) == sorted(allocate(9, np.ones(len(mods))).tolist())
+                assert sorted(active.sum(0).tolist()) == sorted(allocate(total, np.ones(len(mods))).tolist())
     rows = s.drain_step_rows()
     assert {"step", "modality", "batch_size_planned", "cum_score", "policy_prob"} <= set(rows[0])
     assert len(rows) == 4 * 4 * len(mods)
@@ -120,15 +124,15 @@ def test_dus_policy_learns_to_shrink_the_dominant_modality():
 def test_dus_epoch_update_changes_sizes_only_after_the_epoch():
     s = make("dus", MODS2, n=40, batch=8, policy_lr=0.05)
     plans = run_epoch(s, 0, bias={"audio": 0.9, "visual": 0.2})
-    assert all(p.layout(MODS2)[1].sum(0).tolist() == [4, 4] for p in plans)  # initial action N_B/m
+    assert all(p.layout(MODS2)[1].sum(0).tolist() == [8, 8] for p in plans)  # initial action N_B/m
     assert math.isfinite(s.last_reward)  # Algorithm 1: one policy update at the epoch's end
     epoch1 = run_epoch(s, 1, bias={"audio": 0.9, "visual": 0.2})
     sizes = {tuple(p.layout(MODS2)[1].sum(0).tolist()) for p in epoch1}
     assert len(sizes) == 1  # constant within the epoch
     rows = s.drain_step_rows()
     probs = [r["policy_prob"] for r in rows[-2:]]  # the action in force during epoch 1
-    assert [r["batch_size_planned"] for r in rows[-2:]] == allocate(8, np.array(probs)).tolist()
-    assert tuple(allocate(8, np.array(probs)).tolist()) in sizes
+    assert [r["batch_size_planned"] for r in rows[-2:]] == allocate(16, np.array(probs)).tolist()
+    assert tuple(allocate(16, np.array(probs)).tolist()) in sizes  # N_B = m x batch_size
 
 
 def test_heuristic_schedule_end_points():
@@ -194,11 +198,11 @@ def test_dus_ds_weaker_modality_gets_more_rows_and_no_cs_uses_latest():
     s = make("dus-ds", MODS2, n=40, batch=10)
     run_epoch(s, 0, bias={"audio": 0.9, "visual": 0.1})
     plans = run_epoch(s, 1)
-    assert plans[0].layout(MODS2)[1].sum(0).tolist() == [1, 9]
+    assert plans[0].layout(MODS2)[1].sum(0).tolist() == [2, 18]  # N_B = 2 x 10
     s2 = make("dus-ds", MODS2, n=40, batch=10, cumulative=False, update="step")
     s2.feedback(StepFeedback(0, 0, {"audio": 5, "visual": 5}, {"audio": 4.0, "visual": 1.0}, {}))
     s2.feedback(StepFeedback(0, 1, {"audio": 5, "visual": 5}, {"audio": 1.0, "visual": 4.0}, {}))
-    assert s2.sizes == {"audio": 8, "visual": 2}  # from the last s_t alone, not the running mean
+    assert s2.sizes == {"audio": 16, "visual": 4}  # from the last s_t alone, not the running mean
 
 
 def test_bad_options_give_one_clear_line():
@@ -207,7 +211,11 @@ def test_bad_options_give_one_clear_line():
     with pytest.raises(ValueError, match="dominant"):
         make("dus-h", dominant="text")
     with pytest.raises(ValueError, match="smaller than"):
-        make("dus", MODS3, batch=2)
+        make("dus", MODS3, batch=2, budget="shared")
+    with pytest.raises(ValueError, match="budget"):
+        make("dus-ds", budget="total")
+    with pytest.raises(ValueError, match="can draw 15 rows"):
+        make("dus", MODS2, n=10, batch=8)  # 2 x 8 - 1 rows for one modality exceed the split
 
 
 def test_step_trace_describes_the_plan_fed_back_even_when_plans_run_ahead():
@@ -236,4 +244,29 @@ def test_dirichlet_policy_acts_on_the_simplex_and_learns(mods):
         assert s.proportions.sum() == pytest.approx(1.0) and math.isfinite(s.last_log_prob)
         shares.append(s.proportions[0])
     assert np.mean(shares[-20:]) < np.mean(shares[:20])
-    assert sum(s.sizes.values()) == 16
+    assert sum(s.sizes.values()) == 16 * len(mods)
+
+
+@pytest.mark.parametrize("name", ["dus", "dus-ds"])
+def test_dus_exposure_per_modality_matches_the_baseline_by_default(name):
+    """Each modality sees >= 0.9 N rows per epoch under the initial action; budget=shared halves that."""
+    n, batch = 300, 32
+    default = make(name, MODS2, n=n, batch=batch)
+    shared = make(name, MODS2, n=n, batch=batch, budget="shared")
+    for sampler, low, high in [(default, 0.9 * n, 1.1 * n), (shared, 0.45 * n, 0.55 * n)]:
+        plans = run_epoch(sampler, 0)
+        per_modality = sum(p.layout(MODS2)[1].sum(0) for p in plans)
+        assert all(low <= rows <= high for rows in per_modality), per_modality
+    # later epochs move rows between modalities but keep the total m x (steps x batch)
+    for epoch in (1, 2):
+        plans = run_epoch(default, epoch, bias={"audio": 0.9, "visual": 0.3})
+        assert sum(int(p.layout(MODS2)[1].sum()) for p in plans) == 2 * batch * math.ceil(n / batch)
+
+
+def test_dus_loss_option_sets_the_plan_normaliser():
+    assert next(iter(make("dus", batch=8).plans(0))).normaliser == 8.0
+    assert next(iter(make("dus", batch=8, loss="mean").plans(0))).normaliser is None
+    assert next(iter(make("dus-h", batch=8).plans(0))).normaliser == 8.0
+    assert next(iter(make("uniform", batch=8).plans(0))).normaliser is None
+    sharded = next(iter(make("dus", batch=8).plans(0))).shard(1, 2)
+    assert sharded.normaliser == 4.0  # each DDP rank divides its half of the sum by N_B / (m world)

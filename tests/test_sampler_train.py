@@ -62,7 +62,8 @@ def test_sampler_trains_and_traces(name: str, m: int, caches: dict[int, Path], t
         # the trainer's per-step batch sizes are the ones the sampler planned
         assert (steps["batch_size"] == steps["batch_size_planned"]).all()
     if name in ("dus", "dus-ds"):
-        assert (steps.group_by("step").agg(pl.col("batch_size").sum())["batch_size"] == 12).all()
+        # N_B = m x batch_size rows per step, split between the modalities (Eq. 4)
+        assert (steps.group_by("step").agg(pl.col("batch_size").sum())["batch_size"] == 12 * m).all()
     if sample_cols is not None:
         samples = pl.read_parquet(tmp_path / "run" / "samples.parquet")
         assert sample_cols | {"epoch", "sample_id", "idx", "modality"} <= set(samples.columns)

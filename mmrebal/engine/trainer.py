@@ -425,7 +425,13 @@ class Trainer:
     ) -> StepRecord:
         step = self.state.global_step
         batch = move_batch(batch, self.device)
-        ctx = StepContext(epoch=epoch, step=step, loss_weights=plan.loss_weights, autocast=self.autocast)
+        ctx = StepContext(
+            epoch=epoch,
+            step=step,
+            loss_weights=plan.loss_weights,
+            autocast=self.autocast,
+            normaliser=plan.normaliser,
+        )
         result = self.method.train_step(
             self.train_model,
             batch,

@@ -14,7 +14,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +28,9 @@ class ModalityStats:
     batch_size: int  # rows where the modality was active
     confidence_sum: float  # sum over those rows of softmax(unimodal logits)[y]
     loss: float  # mean unimodal cross-entropy over those rows
+    # the confidence sum over the paired rows only (rows carrying every modality), where a method
+    # asked for it (OGM-GE's ratio under partial batches); None otherwise
+    paired_confidence_sum: float | None = None
 
 
 @dataclass
@@ -47,11 +50,17 @@ class StepContext:
     step: int
     loss_weights: dict[str, float] | None = None
     autocast: AbstractContextManager | Callable[[], AbstractContextManager] = contextlib.nullcontext
+    normaliser: float | None = None  # the plan's: loss terms are sums / normaliser (None: means)
 
     def amp(self) -> AbstractContextManager:
         if isinstance(self.autocast, AbstractContextManager):
             return self.autocast  # type: ignore[return-value]
         return self.autocast()  # type: ignore[operator]
+
+    def scale(self, rows: int) -> float:
+        """Factor turning a term's mean over ``rows`` into the plan's reduction: sum / normaliser
+        (rows / normaliser), or 1 for a mean. ``rows`` comes from a host mask, so no GPU sync."""
+        return 1.0 if self.normaliser is None else rows / self.normaliser
 
 
 def unwrap(model: nn.Module) -> MultimodalModel:
@@ -77,27 +86,43 @@ def ce_and_confidence(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean cross-entropy over ``rows`` and the sum of softmax(logits)[y] there (the OGM score)."""
     z, y = take(logits, rows).float(), take(labels, rows)
-    ce = F.cross_entropy(z, y)
+    return F.cross_entropy(z, y), confidence_sum(z, y, None)
+
+
+def confidence_sum(logits: torch.Tensor, labels: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
+    """sum over ``rows`` of softmax(logits)[y], without grad (the OGM / DUS discrepancy score)."""
     with torch.no_grad():
-        confidence = z.softmax(dim=1).gather(1, y.unsqueeze(1)).sum()
-    return ce, confidence
+        z, y = take(logits, rows).float(), take(labels, rows)
+        return z.softmax(dim=1).gather(1, y.unsqueeze(1)).sum()
 
 
-# modality -> (rows, mean CE, confidence sum), still on the device
-PendingStats = dict[str, tuple[int, torch.Tensor, torch.Tensor]]
+class Pending(NamedTuple):
+    """One modality's step statistics, still on the device."""
+
+    rows: int
+    ce: torch.Tensor  # mean CE over the rows
+    confidence: torch.Tensor  # sum of softmax(z)[y] over the rows
+    paired_confidence: torch.Tensor | None = None  # the same sum over the paired rows only
+
+
+PendingStats = dict[str, Pending]
 
 
 def to_host(total: torch.Tensor, pending: PendingStats) -> tuple[float, dict[str, ModalityStats]]:
     """The loss and per-modality stats as floats, in one device-to-host transfer."""
     tensors = [total.detach()]
-    for _, ce, confidence in pending.values():
-        tensors += [ce.detach(), confidence]
-    values = torch.stack([t.float() for t in tensors]).tolist()
-    stats = {
-        m: ModalityStats(batch_size=rows, confidence_sum=values[2 + 2 * i], loss=values[1 + 2 * i])
-        for i, (m, (rows, _, _)) in enumerate(pending.items())
-    }
-    return values[0], stats
+    for p in pending.values():
+        tensors += [p.ce.detach(), p.confidence]
+        if p.paired_confidence is not None:
+            tensors.append(p.paired_confidence)
+    values = iter(torch.stack([t.float() for t in tensors]).tolist())
+    loss = next(values)
+    stats = {}
+    for m, p in pending.items():
+        ce, confidence = next(values), next(values)
+        paired = next(values) if p.paired_confidence is not None else None
+        stats[m] = ModalityStats(p.rows, confidence, ce, paired)
+    return loss, stats
 
 
 def step_if_finite(loss: float, optimizer: torch.optim.Optimizer) -> None:

@@ -1,7 +1,9 @@
 """``joint``: CE(fused) + sum_m w_m CE(unimodal_m) — the papers' "Baseline".
 
 The fused term covers the rows marked ``fused`` (DUS feeds only the paired part of its batch there);
-each unimodal term covers the rows where its modality is active. Weights default to 1 for every
+each unimodal term covers the rows where its modality is active. Each term is a mean over its rows,
+or, when the plan has a ``normaliser`` (DUS, Eq. 2), the sum over its rows divided by it, so a
+modality given more rows weighs more in the loss. Weights default to 1 for every
 term (the DUS paper's Baseline); a sampler's ``ctx.loss_weights`` (Remix: 1 / 0.5 / 0.5 during
 warm-up, gamma afterwards) overrides them key by key for that step.
 """
@@ -17,10 +19,12 @@ from mmrebal.methods import METHODS
 from mmrebal.methods.base import (
     Method,
     ModalityStats,
+    Pending,
     PendingStats,
     StepContext,
     StepResult,
     ce_and_confidence,
+    confidence_sum,
     row_index,
     step_if_finite,
     to_host,
@@ -30,6 +34,8 @@ from mmrebal.models.model import Batch, ModelOutput
 
 class WeightedLoss(Method):
     """Shared by ``joint`` and ``ogm-ge``: the weighted fused + unimodal loss and its statistics."""
+
+    needs_paired = False  # also measure each modality's confidence sum over the paired rows
 
     def __init__(
         self,
@@ -57,24 +63,37 @@ class WeightedLoss(Method):
         labels: torch.Tensor,
         active: torch.Tensor,
         fused: torch.Tensor,
-        weights: dict[str, float],
+        ctx: StepContext,
     ) -> tuple[torch.Tensor, PendingStats]:
         """Weighted sum of the terms that have rows and a non-zero weight, plus per-modality stats.
 
+        Each term is its mean CE times ``ctx.scale(rows)``: a mean, or the plan's sum / normaliser.
         ``active`` and ``fused`` are CPU masks, so selecting rows never synchronises a GPU."""
+        weights = self.step_weights(ctx)
         terms: list[torch.Tensor] = []
         if bool(fused.any()) and weights["fused"] != 0:
             fused_ce, _ = ce_and_confidence(out.fused_logits, labels, row_index(fused, labels.device))
-            terms.append(weights["fused"] * fused_ce)
+            terms.append(weights["fused"] * ctx.scale(int(fused.sum())) * fused_ce)
         pending: PendingStats = {}
+        paired = active.all(1)
+        has_paired = self.needs_paired and bool(paired.any())
+        paired_rows = row_index(paired, labels.device) if has_paired else None
         for j, m in enumerate(self.modalities):
             mask = active[:, j]
             if not bool(mask.any()):
                 continue
             ce, confidence = ce_and_confidence(out.unimodal_logits[m], labels, row_index(mask, labels.device))
-            pending[m] = (int(mask.sum()), ce, confidence)
+            rows = int(mask.sum())
+            paired_confidence = None
+            if self.needs_paired:  # no paired row: a zero score, so OGM-GE skips the step
+                paired_confidence = (
+                    confidence_sum(out.unimodal_logits[m], labels, paired_rows)
+                    if has_paired
+                    else confidence.new_zeros(())
+                )
+            pending[m] = Pending(rows, ce, confidence, paired_confidence)
             if weights.get(m, 0.0) != 0:
-                terms.append(weights[m] * ce)
+                terms.append(weights[m] * ctx.scale(rows) * ce)
         total = torch.stack(terms).sum() if terms else out.fused_logits.new_zeros(())
         return total, pending
 
@@ -97,7 +116,7 @@ class WeightedLoss(Method):
         optimizer.zero_grad(set_to_none=True)
         with ctx.amp():
             out = model(batch, active)
-        total, pending = self.loss(out, batch["label"], active, fused, self.step_weights(ctx))
+        total, pending = self.loss(out, batch["label"], active, fused, ctx)
         if total.requires_grad:
             total.backward()
         loss, stats = to_host(total, pending)  # the step's one synchronisation

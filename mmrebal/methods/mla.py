@@ -5,7 +5,8 @@ modality alone (the others masked out, so never encoded) through the ONE shared 
 backward, the gradient modification of the shared head's weight, and an optimizer step.
 ``StepResult.loss`` is the sum of the modalities' losses. A sampler's ``loss_weights`` weigh the
 joint loss's terms; MLA has no fused term and trains each modality with its plain CE, so it does
-not apply them.
+not apply them. A plan's ``normaliser`` (DUS: Eq. 2's sum over rows) does apply: each modality's CE
+is then its sum over that modality's rows divided by the normaliser.
 
 Gradient modification (the paper's OWM-style projection, Sec. 3.2): a projector P [D, D], P_0 = I,
 kept across the whole run, protects what the head learned from the previously trained modality. With
@@ -51,6 +52,7 @@ from mmrebal.methods import METHODS
 from mmrebal.methods.base import (
     Method,
     ModalityStats,
+    Pending,
     StepContext,
     StepResult,
     ce_and_confidence,
@@ -180,10 +182,10 @@ class MLA(Method):
                 out = model(batch, only)
             rows = row_index(mask, labels.device)
             ce, confidence = ce_and_confidence(out.unimodal_logits[m], labels, rows)
-            ce.backward()
+            (ctx.scale(int(mask.sum())) * ce).backward()
             if self.projection:
                 self._project(head.weight, self._mean_features(take(out.features[m], rows)))
-            loss, one = to_host(ce, {m: (int(mask.sum()), ce, confidence)})
+            loss, one = to_host(ce, {m: Pending(int(mask.sum()), ce, confidence)})
             step_if_finite(loss, optimizer)
             stats.update(one)
             total += loss

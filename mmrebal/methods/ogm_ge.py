@@ -2,8 +2,14 @@
 
 Per step, after backward and before the optimizer step, as in the reference ``main.py``:
 
-- score_m = sum over the rows where m is active of softmax(z_m)[y] (z_m: the unimodal logits, for
-  ``concat`` the split-head logits W_m f_m + b/m the reference uses);
+- score_m = sum of softmax(z_m)[y] over the step's rows (z_m: the unimodal logits, for ``concat``
+  the split-head logits W_m f_m + b/m the reference uses). The reference only sees fully paired
+  batches; under a sampler whose batches are partial (DUS: a^(j) rows per modality) the rows are
+  chosen by ``rho_rows``: ``paired`` (default) the rows that carry every modality, so rho compares
+  the modalities on the same samples; ``all`` each modality's own active rows (rho is then mostly
+  the ratio of the row counts: 44 / 20 rows give rho ~ 2.2 and modulate whichever modality the
+  sampler just favoured); ``mean`` the mean confidence over each modality's active rows. On full
+  batches all three give the reference's ratio;
 - rho_m = score_m / score_other for two modalities. For m > 2 (a documented generalisation):
   rho_m = score_m / mean_{k != m} score_k, which equals the two-modality ratio when m = 2;
 - k_m = 1 - tanh(alpha * rho_m) for every m with rho_m > 1 (Eq. 10 of the paper; the reference
@@ -19,9 +25,10 @@ modulates; ``params="all"`` selects every parameter of the encoder (needed for t
 which have no 4-D weight). The loss is the reference's CE(fused) alone (``unimodal_weight=0``);
 samplers that feed unimodal-only rows (DUS) need ``unimodal_weight`` > 0 for those rows to count.
 
-A step where some modality has no rows (a Remix modality-pure batch) has no ratio and is not
-modulated. Noise comes from a generator seeded by (``seed``, step), so it is identical on every DDP rank and
-after resume; under DDP the scores are summed over ranks (the global batch) before the ratio.
+A step where some modality has no rows (a Remix modality-pure batch), or with ``rho_rows=paired``
+no paired row, has no ratio and is not modulated. Noise comes from a generator seeded by
+(``seed``, step), so it is identical on every DDP rank and after resume; under DDP the scores (and
+row counts) are summed over ranks (the global batch) before the ratio.
 """
 
 from __future__ import annotations
@@ -70,6 +77,7 @@ class OGMGE(WeightedLoss):
         mode: str = "OGM_GE",
         params: str = "conv",
         coefficient: str = "paper",
+        rho_rows: str = "paired",
         fused_weight: float = 1.0,
         unimodal_weight: float | dict[str, float] = 0.0,
         seed: int = 0,
@@ -81,6 +89,10 @@ class OGMGE(WeightedLoss):
             raise ValueError(f"ogm-ge params must be 'conv' or 'all', not {params!r}")
         if coefficient not in ("paper", "shifted"):
             raise ValueError(f"ogm-ge coefficient must be 'paper' or 'shifted', not {coefficient!r}")
+        if rho_rows not in ("paired", "all", "mean"):
+            raise ValueError(f"ogm-ge rho_rows must be 'paired', 'all' or 'mean', not {rho_rows!r}")
+        self.rho_rows = rho_rows
+        self.needs_paired = rho_rows == "paired"
         self.alpha = float(alpha)
         self.starts = int(modulation_starts)
         self.ends = int(modulation_ends)
@@ -90,11 +102,24 @@ class OGMGE(WeightedLoss):
         self.seed = int(seed)
 
     def _global_scores(self, stats: dict[str, ModalityStats]) -> dict[str, float]:
-        scores = torch.tensor([stats[m].confidence_sum if m in stats else 0.0 for m in self.modalities])
+        """score_m per ``rho_rows``, over the global batch (sums and row counts all-reduced under DDP)."""
+        empty = ModalityStats(0, 0.0, 0.0, 0.0)
+        per = [stats.get(m, empty) for m in self.modalities]
+        table = torch.tensor(
+            [[s.confidence_sum, float(s.batch_size), s.paired_confidence_sum or 0.0] for s in per],
+            dtype=torch.float64,
+        )
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             device = "cuda" if dist.get_backend() == "nccl" else "cpu"
-            scores = scores.to(device)
-            dist.all_reduce(scores)
+            table = table.to(device)
+            dist.all_reduce(table)
+            table = table.cpu()
+        if self.rho_rows == "paired":
+            scores = table[:, 2]
+        elif self.rho_rows == "mean":
+            scores = table[:, 0] / table[:, 1].clamp(min=1.0)
+        else:
+            scores = table[:, 0]
         return dict(zip(self.modalities, scores.tolist(), strict=True))
 
     def after_backward(

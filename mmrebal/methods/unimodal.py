@@ -1,7 +1,8 @@
 """``unimodal``: train and evaluate one modality alone (the unimodal rows of the papers' tables).
 
 Only ``modality``'s encoder runs (the others are masked out at feature level, so they are never
-encoded), the loss is CE of its unimodal logits (a sampler's ``loss_weights`` do not apply), and
+encoded), the loss is CE of its unimodal logits (a sampler's ``loss_weights`` do not apply; a plan's
+``normaliser`` does: the sum over the rows divided by it), and
 at evaluation its logits are also the fused logits. ``predict`` runs the whole model so that every
 scope exists for scoring: the other modalities' logits come from encoders and heads this method
 never trains (chance level), which is what they are.
@@ -17,6 +18,7 @@ from torch import nn
 from mmrebal.methods import METHODS
 from mmrebal.methods.base import (
     Method,
+    Pending,
     StepContext,
     StepResult,
     ce_and_confidence,
@@ -65,8 +67,8 @@ class Unimodal(Method):
         ce, confidence = ce_and_confidence(
             out.unimodal_logits[self.modality], labels, row_index(mask, labels.device)
         )
-        ce.backward()
-        loss, stats = to_host(ce, {self.modality: (int(mask.sum()), ce, confidence)})
+        (ctx.scale(int(mask.sum())) * ce).backward()
+        loss, stats = to_host(ce, {self.modality: Pending(int(mask.sum()), ce, confidence)})
         step_if_finite(loss, optimizer)
         return StepResult(loss, stats)
 

@@ -34,6 +34,10 @@ class Plan:
     # Optional loss weights for this step ("fused" and modality names) that the method honours,
     # e.g. Remix's warm-up 1 / 0.5 / 0.5 and its gamma afterwards. None: the method's own weights.
     loss_weights: dict[str, float] | None = None
+    # What every loss term is divided by. A number N: each term is the SUM over its rows divided by N
+    # (DUS, Eq. 2: a modality given more rows weighs more in the loss). None: each term is the mean
+    # over its own rows (the usual mini-batch loss, where a term's row count never changes its weight).
+    normaliser: float | None = None
 
     def layout(self, modalities: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(rows, active[B, m], fused[B])``: unique rows, which modalities each row carries, fused rows."""
@@ -54,7 +58,9 @@ class Plan:
         if world == 1:
             return self
         groups = [Group(g.indices[rank::world], g.modalities, g.fused) for g in self.groups]
-        return Plan(groups, self.loss_weights)
+        # DDP averages the ranks' gradients, so each rank divides its share of the sum by N / world
+        normaliser = None if self.normaliser is None else self.normaliser / world
+        return Plan(groups, self.loss_weights, normaliser)
 
 
 @dataclass

@@ -8,8 +8,18 @@ modality's unimodal loss, as the paper's limitations section describes) and the 
 proportions a~, Eq. (4) turns them into sizes, Eq. (5) rewards the proportions of the non-dominant
 modalities and REINFORCE (Eq. 6) updates the policy, once per epoch as in Algorithm 1.
 
-An epoch is ``ceil(N / N_B)`` steps (option ``steps_per_epoch``), so that about N rows in total are
-drawn per epoch; each modality's stream carries over across epochs and reshuffles when exhausted.
+An epoch is ``ceil(N / batch_size)`` steps (option ``steps_per_epoch``). DUS and DUS-DS split a
+budget N_B over the modalities (Eq. 4); by default N_B = m x ``batch_size`` (``budget="modality"``),
+so Algorithm 1's initial action N_B / m is exactly the baseline's batch per modality and each modality
+sees about N rows per epoch on average, as under the uniform baseline (the paper's Figure 1 moves
+audio below and video above 64 from 64 each). ``budget="shared"`` splits one baseline batch instead
+(N_B = ``batch_size``): each modality then sees about N / m rows per epoch.
+
+The loss follows Eq. (2): each term is the SUM over the rows sampled for it, divided by the constant
+N_B / m (the plan's ``normaliser``), so a modality given more rows weighs more in the objective and
+the initial action reproduces the baseline's mean loss exactly (``loss="sum"``). ``loss="mean"``
+makes every term a mean over its own rows; the allocation then only changes each term's gradient
+noise, never its weight.
 """
 
 from __future__ import annotations
@@ -98,7 +108,8 @@ class UnimodalBatchSampler(Sampler):
     Options: ``score`` (sum | mean: s_t per Eq. 3's input), ``cs_reset`` (run | epoch: whether
     Eq. 3 averages over the whole run, as the paper's single t = 1 start implies, or restarts each
     epoch), ``cumulative`` (False: decisions use the latest s_t instead of s^_t, the "w/o CS"
-    ablation), ``streams`` (shared | independent), ``steps_per_epoch``.
+    ablation), ``streams`` (shared | independent), ``steps_per_epoch``, ``loss`` (sum: Eq. 2, each
+    loss term the sum over its rows / :attr:`nominal` | mean: each term a mean over its own rows).
 
     ``streams``: the paper samples a^(j) rows "for the j-th modality from the shuffled dataset" and
     trains the Baseline's fused loss on the paired rows. ``shared`` (default) reads that as one
@@ -121,10 +132,12 @@ class UnimodalBatchSampler(Sampler):
         cumulative: bool = True,
         streams: str = "shared",
         steps_per_epoch: int | None = None,
+        loss: str = "sum",
     ) -> None:
         super().__init__(num_samples, labels, modalities, batch_size, epochs, seed)
         if batch_size > num_samples:
             raise ValueError(f"batch size {batch_size} exceeds the {num_samples} training samples")
+        self.loss_kind = check_choice("loss", loss, ("sum", "mean"))
         self.score_kind = check_choice("score", score, SCORE_KINDS)
         self.cs_reset = check_choice("cs_reset", cs_reset, ("run", "epoch"))
         self.cumulative = bool(cumulative)
@@ -134,11 +147,17 @@ class UnimodalBatchSampler(Sampler):
         self.latest = {m: 0.0 for m in self.modalities}
         n_streams = len(self.modalities) if self.streams_kind == "independent" else 1
         self.streams = [IndexStream(num_samples) for _ in range(n_streams)]
-        self.sizes = dict(
-            zip(self.modalities, allocate(batch_size, np.ones(len(self.modalities))).tolist(), strict=True)
-        )
+        self.sizes = self.initial_sizes()
         # trace columns of plans drawn but not yet fed back (the trainer's loader may run ahead)
         self.pending: deque[dict[str, dict[str, Any]]] = deque()
+
+    @property
+    def nominal(self) -> float:
+        """Eq. (2)'s loss normaliser, the rows per modality of the initial action: the baseline batch."""
+        return float(self.batch_size)
+
+    def initial_sizes(self) -> dict[str, int]:
+        return {m: self.batch_size for m in self.modalities}
 
     # -- what subclasses override -------------------------------------------------------------
     def begin_epoch(self, epoch: int) -> None:
@@ -187,7 +206,7 @@ class UnimodalBatchSampler(Sampler):
             rest = draws[m][~np.isin(draws[m], paired)]
             if len(rest):
                 groups.append(Group(rest, (m,), fused=False))
-        return Plan(groups)
+        return Plan(groups, normaliser=self.nominal if self.loss_kind == "sum" else None)
 
     def feedback(self, fb: StepFeedback) -> None:
         described = self.pending.popleft() if self.pending else self.describe()
@@ -225,6 +244,43 @@ class UnimodalBatchSampler(Sampler):
         self.pending = deque(copy.deepcopy(state["pending"]))
 
 
+class ProportionalBatchSampler(UnimodalBatchSampler):
+    """DUS and DUS-DS: sizes split a budget N_B by proportions a~ (Eq. 4).
+
+    ``budget``: ``modality`` (default) N_B = m x ``batch_size``, so the initial action N_B / m is the
+    baseline's batch per modality and, averaged over modalities, every modality sees as many rows
+    per epoch as under the baseline; ``shared`` N_B = ``batch_size``, one baseline batch split between
+    the modalities (about N / m rows per modality per epoch).
+    """
+
+    def __init__(self, *args: Any, budget: str = "modality", **kwargs: Any) -> None:
+        self.budget = check_choice("budget", budget, ("modality", "shared"))
+        super().__init__(*args, **kwargs)
+        largest = self.total_batch - (len(self.modalities) - 1)  # one modality's rows at most
+        if largest > self.num_samples:
+            raise ValueError(
+                f"a DUS step can draw {largest} rows but the train split has {self.num_samples}; "
+                "lower batch_size or use budget=shared"
+            )
+
+    @property
+    def total_batch(self) -> int:
+        """N_B of Eq. (4)."""
+        return self.batch_size * len(self.modalities) if self.budget == "modality" else self.batch_size
+
+    @property
+    def nominal(self) -> float:
+        return self.total_batch / len(self.modalities)
+
+    def initial_sizes(self) -> dict[str, int]:
+        """Algorithm 1's initial action N_B / m per modality (Eq. 4 with equal proportions)."""
+        return self.allocate_sizes(np.ones(len(self.modalities)))
+
+    def allocate_sizes(self, proportions: np.ndarray) -> dict[str, int]:
+        """Eq. (4) over this sampler's modalities."""
+        return dict(zip(self.modalities, allocate(self.total_batch, proportions).tolist(), strict=True))
+
+
 class Policy(nn.Module):
     """psi_w: state [m] -> Linear(m, hidden) -> Tanh -> Linear(hidden, m), then a stochastic head.
 
@@ -256,10 +312,10 @@ class Policy(nn.Module):
 
 
 @SAMPLERS.register("dus")
-class DUSSampler(UnimodalBatchSampler):
+class DUSSampler(ProportionalBatchSampler):
     """DUS with the REINFORCE-trained sampling policy (Algorithm 1).
 
-    Options (besides :class:`UnimodalBatchSampler`'s): ``policy`` (gaussian | dirichlet),
+    Options (besides :class:`ProportionalBatchSampler`'s): ``policy`` (gaussian | dirichlet),
     ``hidden`` (32), ``policy_std`` (0.5, initial sigma of the gaussian head), ``policy_lr``
     (1e-4, Adam), ``update`` (epoch | step: Algorithm 1 updates once per epoch), ``state_norm``
     (batch: s^ / N_B when score=sum, as is when score=mean | total: s^ / sum_k s^(k) | none).
@@ -299,7 +355,7 @@ class DUSSampler(UnimodalBatchSampler):
         """The policy's input: the discrepancy vector, normalised per ``state_norm``."""
         s = self.scores()
         if self.state_norm == "batch":
-            return s / self.batch_size if self.score_kind == "sum" else s
+            return s / self.total_batch if self.score_kind == "sum" else s
         if self.state_norm == "total":
             return s / s.sum() if s.sum() > 0 else np.full(len(s), 1.0 / len(s))
         return s
@@ -314,7 +370,7 @@ class DUSSampler(UnimodalBatchSampler):
         (-r * log_prob).backward()
         self.optimizer.step()
         self.proportions = proportions
-        self.sizes = dict(zip(self.modalities, allocate(self.batch_size, proportions).tolist(), strict=True))
+        self.sizes = self.allocate_sizes(proportions)
         self.last_reward, self.last_log_prob = r, float(log_prob.detach())
 
     def after_feedback(self, fb: StepFeedback) -> None:

@@ -10,7 +10,7 @@ import numpy as np
 from mmrebal.samplers import SAMPLERS
 from mmrebal.samplers.base import StepFeedback
 from mmrebal.samplers.discrepancy import CumulativeScore, step_discrepancy
-from mmrebal.samplers.dus import UnimodalBatchSampler, allocate, check_choice
+from mmrebal.samplers.dus import ProportionalBatchSampler, UnimodalBatchSampler, check_choice
 
 
 def heuristic_size(
@@ -150,7 +150,7 @@ def inverse_proportions(scores: np.ndarray) -> np.ndarray:
 
 
 @SAMPLERS.register("dus-ds")
-class DUSDiscrepancySampler(UnimodalBatchSampler):
+class DUSDiscrepancySampler(ProportionalBatchSampler):
     """ "DUS w/o RL": proportions straight from the discrepancy scores via :func:`inverse_proportions`.
 
     Options: ``update`` (epoch: recomputed after each epoch, Algorithm 1's cadence | step), plus
@@ -167,9 +167,7 @@ class DUSDiscrepancySampler(UnimodalBatchSampler):
     def _recompute(self) -> None:
         if self.cum.ready:
             self.proportions = inverse_proportions(self.scores())
-            self.sizes = dict(
-                zip(self.modalities, allocate(self.batch_size, self.proportions).tolist(), strict=True)
-            )
+            self.sizes = self.allocate_sizes(self.proportions)
 
     def after_feedback(self, fb: StepFeedback) -> None:
         if self.update == "step":
