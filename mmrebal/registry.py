@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Generic, TypeVar
+import inspect
+from collections.abc import Callable, Iterable
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -36,3 +37,20 @@ class Registry(Generic[T]):
 
     def __contains__(self, name: str) -> bool:
         return name in self._items
+
+
+def keyword_defaults(cls: type, skip: Iterable[str] = ()) -> dict[str, Any]:
+    """Every keyword option of ``cls`` with its default, following ``*args, **kwargs`` up the MRO
+    (a subclass's default wins), so a run can record the options it really ran with."""
+    out: dict[str, Any] = {}
+    skipped = set(skip) | {"self"}
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        for name, p in inspect.signature(init).parameters.items():
+            if name in skipped or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) or name in out:
+                continue
+            if p.default is not p.empty:
+                out[name] = p.default
+    return out

@@ -157,8 +157,11 @@ def _last_params(run: Path) -> dict[str, torch.Tensor]:
     return ckpt_mod.load_checkpoint(run / "checkpoints" / "last.pt")["model"]
 
 
-def test_resume_equals_uninterrupted(cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    straight = train(tiny_config(cache, tmp_path / "a"))
+@pytest.mark.parametrize("augment", [False, True])
+def test_resume_equals_uninterrupted(
+    cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, augment: bool
+) -> None:
+    straight = train(tiny_config(cache, tmp_path / "a", augment=augment))
 
     original = CheckpointHook.after_epoch
 
@@ -169,10 +172,10 @@ def test_resume_equals_uninterrupted(cache: Path, tmp_path: Path, monkeypatch: p
 
     monkeypatch.setattr(CheckpointHook, "after_epoch", killed_after_first_epoch)
     with pytest.raises(KeyboardInterrupt):
-        train(tiny_config(cache, tmp_path / "b"))
+        train(tiny_config(cache, tmp_path / "b", augment=augment))
     monkeypatch.setattr(CheckpointHook, "after_epoch", original)
     assert not (tmp_path / "b" / "summary.json").exists()
-    resumed = train(tiny_config(cache, tmp_path / "b", resume=True))
+    resumed = train(tiny_config(cache, tmp_path / "b", resume=True, augment=augment))
 
     assert resumed["val"] == straight["val"] and resumed["test"] == straight["test"]
     a, b = _last_params(tmp_path / "a"), _last_params(tmp_path / "b")

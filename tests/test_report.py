@@ -37,6 +37,8 @@ def write_run(
     acc: float | None = None,
     modality: str | None = None,
     sampler_options: dict | None = None,
+    run_warnings: list[str] | None = None,
+    optimizer: str = "adam",
 ) -> Path:
     """A run directory as the trainer writes it: config.yaml, steps/metrics/samples.parquet, summary.json."""
     rng = np.random.default_rng(zlib.crc32(f"{sampler}{method}{seed}{dataset}{lr}{modality}".encode()))
@@ -51,6 +53,7 @@ def write_run(
         "seed": seed,
         "out": str(run),
         "lr": lr,
+        "optimizer": optimizer,
         "epochs": EPOCHS,
         "batch_size": 16,
         "sampler_options": sampler_options if sampler_options is not None else default_options,
@@ -97,8 +100,10 @@ def write_run(
     if sampler in ("remix", "bss"):
         pl.DataFrame(samples).write_parquet(run / "samples.parquet")
     if finished:
+        options = {"sampler": {"warmup": 10, **(sampler_options or {})}, "method": {}}
         summary = {"status": "finished", "best_epoch": best, "epochs": EPOCHS, "wall_time_s": 10.0 + seed,
-                   "train_samples_per_s": 100.0 + 3 * seed}  # fmt: skip
+                   "train_samples_per_s": 100.0 + 3 * seed, "warnings": run_warnings or [],
+                   "options": options}  # fmt: skip
         (run / "summary.json").write_text(json.dumps(summary))
     return run
 
@@ -325,3 +330,24 @@ def test_datasets_become_column_groups_and_are_compared_separately(tmp_path: Pat
     assert "## Per-modality results: avmnist" in text and "## Per-modality results: cremad" in text
     val = write_report([root], tmp_path / "v.md", split="val", metrics=["acc"]).path.read_text()
     assert table_row(val, "DUS/Joint")[1:] == table_row(text, "DUS/Joint")[1:]  # acc is set on every split
+
+
+def test_config_warnings_flag_the_group_and_the_training_settings_are_stated(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    line = "remix: warm-up 10 >= epochs 3, so the run never remixes"
+    for seed in (0, 1):
+        write_run(root, "uniform", "joint", seed)
+        write_run(root, "remix", "joint", seed, run_warnings=[line])
+    outcome = write_report([root], tmp_path / "r.md")
+    labels = {g.label for g in outcome.groups}
+    assert labels == {"Uniform/Joint", "Remix/Joint ⚠"}
+    assert f"Remix/Joint ⚠ on avmnist: {line}" in outcome.warnings
+    text = (tmp_path / "r.md").read_text()
+    assert "Trained by every group with " in text and "optimizer=adam" in text and "lr=0.001" in text
+    row = table_row(text, "Remix/Joint ⚠", "## Configurations")
+    assert row[2] == "warmup: 10" and "optimizer=adam" in row[4] and "epochs=3" in row[4]
+    # a setting that differs between groups is named under the table instead
+    write_run(root, "dus", "joint", 0, optimizer="sgd")
+    write_run(root, "dus", "joint", 1, optimizer="sgd")
+    text = write_report([root], tmp_path / "r2.md").main.notes[-1]
+    assert "Differs between groups: optimizer" in text and "optimizer=" not in text.split("Differs")[0]

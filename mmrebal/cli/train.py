@@ -61,11 +61,16 @@ def train_command(
         None, "--out", help="Run dir (default runs/<dataset>-<sampler>-<method>-s<seed>)."
     ),
     config: Path | None = typer.Option(None, "--config", help="YAML file with any of these options."),
-    preset: str | None = typer.Option(None, "--preset", help="cpu | ogm | remix | bss"),
+    preset: str | None = typer.Option(None, "--preset", help="cpu | ogm | mla | dus | remix | bss | bss-ks"),
     device: str | None = typer.Option(None, "--device", help="auto | cpu | cuda"),
     bf16: bool | None = typer.Option(None, "--bf16/--no-bf16", help="bf16 autocast for forward passes."),
     workers: int | None = typer.Option(None, "--workers", help="DataLoader worker processes."),
     preload: bool | None = typer.Option(None, "--preload/--no-preload", help="Read the splits into memory."),
+    augment: bool | None = typer.Option(
+        None,
+        "--augment/--no-augment",
+        help="Train-time RandomResizedCrop + horizontal flip of frames/images (on in the GPU presets).",
+    ),
     resume: bool | None = typer.Option(
         None, "--resume/--no-resume", help="Continue from RUN_DIR/checkpoints/last.pt."
     ),
@@ -76,6 +81,9 @@ def train_command(
     ),
     model_opt: list[str] | None = typer.Option(
         None, "--model-opt", help="build_model option KEY=VALUE (repeatable)."
+    ),
+    augment_opt: list[str] | None = typer.Option(
+        None, "--augment-opt", help="Augmentation option KEY=VALUE: scale, ratio, flip, per=frame|clip."
     ),
 ) -> None:
     """Train a multimodal model with a sampler and a method; writes traces, checkpoints and a summary.
@@ -88,11 +96,12 @@ def train_command(
     from mmrebal.engine.config import parse_options, resolve_config
 
     with fail_cleanly():
-        lists = ("config", "sampler_opt", "method_opt", "model_opt")
+        lists = ("config", "sampler_opt", "method_opt", "model_opt", "augment_opt")
         given = {k: (str(v) if isinstance(v, Path) else v) for k, v in flags.items() if k not in lists}
         given["sampler_options"] = parse_options(sampler_opt, "--sampler-opt")
         given["method_options"] = parse_options(method_opt, "--method-opt")
         given["model_options"] = parse_options(model_opt, "--model-opt")
+        given["augment_options"] = parse_options(augment_opt, "--augment-opt")
         if resume and out is not None and config is None and (out / "config.yaml").exists():
             config = out / "config.yaml"  # resume with the run's own options unless told otherwise
         resolved = resolve_config(given, config)

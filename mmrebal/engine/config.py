@@ -7,6 +7,7 @@ file (its informational ``cache_attrs`` and ``versions`` sections are ignored on
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import platform
 from dataclasses import dataclass, field
@@ -17,26 +18,39 @@ import yaml
 
 from mmrebal import __version__
 
-# Presets reproduce the anchors' training set-ups. `cpu` is the dataclass defaults themselves: small
-# CNN encoders, Adam 1e-3, batch 64, 6 epochs, splits preloaded, sized for the default avmnist cache on
-# 2 CPU cores (~230 samples/s there). The others switch to ResNet18 and the papers' optimisers.
+# Presets reproduce the reference code's training set-ups (file and line of each fact in
+# docs/samplers.md, "Deviations from the reference code"). `cpu` is the dataclass defaults themselves:
+# small CNN encoders, Adam 1e-3, batch 64, 6 epochs, splits preloaded, no augmentation (AV-MNIST's
+# 32x32 digits: a flipped digit is not a digit), sized for the default avmnist cache on 2 CPU cores.
+# The others switch to ResNet18, the reference optimiser and schedule, and train-time augmentation
+# (RandomResizedCrop + horizontal flip of frames and images). `method_defaults` are options of the
+# named method that the reference trains with (given options still win).
+_RESNET = {"encoders": "resnet18", "feature_dim": 512, "preload": False, "augment": True}
+_SGD = {"optimizer": "sgd", "momentum": 0.9, "weight_decay": 1e-4, "scheduler": "step", "gamma": 0.1}
+_SEPARATE_HEADS = {"model_options": {"unimodal_logits": "heads"}}
 TRAIN_PRESETS: dict[str, dict[str, Any]] = {
     "cpu": {},
-    "ogm": {  # OGM-GE: SGD 1e-3, momentum 0.9, wd 1e-4, StepLR(70, 0.1), batch 64, ResNet18
-        "encoders": "resnet18", "feature_dim": 512, "batch_size": 64, "epochs": 100,
-        "optimizer": "sgd", "lr": 1e-3, "momentum": 0.9, "weight_decay": 1e-4,
-        "scheduler": "step", "step_size": 70, "gamma": 0.1, "preload": False,
-    },
-    "remix": {  # Remix: Adam 5e-5, StepLR(30, 0.1), ResNet18
-        "encoders": "resnet18", "feature_dim": 512, "batch_size": 64, "epochs": 100,
-        "optimizer": "adam", "lr": 5e-5, "weight_decay": 0.0,
-        "scheduler": "step", "step_size": 30, "gamma": 0.1, "preload": False,
-    },
-    "bss": {  # BSS (CREMA-D, on the OGM-GE code base): SGD 1e-2, momentum 0.9, wd 1e-4, batch 32
-        "encoders": "resnet18", "feature_dim": 512, "batch_size": 32, "epochs": 100,
-        "optimizer": "sgd", "lr": 1e-2, "momentum": 0.9, "weight_decay": 1e-4,
-        "scheduler": "step", "step_size": 70, "gamma": 0.1, "preload": False,
-    },
+    # OGM-GE (main.py): SGD 1e-3, momentum 0.9, wd 1e-4, StepLR(70, 0.1), 100 epochs, batch 64;
+    # unimodal logits are slices of the fused layer (the concat default)
+    "ogm": {**_RESNET, **_SGD, "batch_size": 64, "epochs": 100, "lr": 1e-3, "step_size": 70},
+    # MLA (main.py): the OGM-GE set-up with one head shared by the modalities
+    "mla": {**_RESNET, **_SGD, "batch_size": 64, "epochs": 100, "lr": 1e-3, "step_size": 70,
+            "method": "mla", "fusion": "shared"},
+    # DUS (Sec. 4.2): SGD 1e-2, momentum 0.9, wd 1e-4, lr / 10 when the loss saturates (StepLR(70)
+    # here), batch 64, a linear head per modality; no code is public, epochs as OGM-GE
+    "dus": {**_RESNET, **_SGD, **_SEPARATE_HEADS, "batch_size": 64, "epochs": 100, "lr": 1e-2,
+            "step_size": 70},
+    # Remix (train.py): Adam 5e-5, wd 1e-4, StepLR(30, 0.1), 60 epochs, batch 64, separate heads
+    "remix": {**_RESNET, **_SEPARATE_HEADS, "batch_size": 64, "epochs": 60, "optimizer": "adam",
+              "lr": 5e-5, "weight_decay": 1e-4, "scheduler": "step", "step_size": 30, "gamma": 0.1},
+    # BSS on CREMA-D (CREMA-D/train-CL.py): SGD 1e-2, StepLR(70, 0.1), 120 epochs, batch 32, separate
+    # heads, loss 0.1 CE_fused + 0.9 (CE_a + CE_v)
+    "bss": {**_RESNET, **_SGD, **_SEPARATE_HEADS, "batch_size": 32, "epochs": 120, "lr": 1e-2,
+            "step_size": 70, "method_defaults": {"joint": {"fused_weight": 0.1, "unimodal_weight": 0.9}}},
+    # BSS on Kinetics-Sounds (KS/train-CL.py): SGD 1e-1, StepLR(70, 0.1), 120 epochs, batch 32,
+    # separate heads, loss 1/1/1
+    "bss-ks": {**_RESNET, **_SGD, **_SEPARATE_HEADS, "batch_size": 32, "epochs": 120, "lr": 1e-1,
+               "step_size": 70},
 }  # fmt: skip
 
 INFO_SECTIONS = ("cache_attrs", "versions")
@@ -73,11 +87,13 @@ class TrainConfig:
     bf16: bool = False
     workers: int = 0
     preload: bool = True  # read the cache splits into memory once
+    augment: bool = False  # train-time RandomResizedCrop + flip of frames/images (mmrebal.engine.augment)
     resume: bool = False
     test_each_epoch: bool = False  # also evaluate TEST every epoch (never used for selection)
     sampler_options: dict[str, Any] = field(default_factory=dict)
     method_options: dict[str, Any] = field(default_factory=dict)
     model_options: dict[str, Any] = field(default_factory=dict)
+    augment_options: dict[str, Any] = field(default_factory=dict)  # scale, ratio, flip, per (frame|clip)
 
     def __post_init__(self) -> None:
         choices = {"optimizer": ("sgd", "adam", "adamw"), "scheduler": ("step", "none"),
@@ -104,7 +120,7 @@ class TrainConfig:
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
-_DICT_FIELDS = ("sampler_options", "method_options", "model_options")
+_DICT_FIELDS = ("sampler_options", "method_options", "model_options", "augment_options")
 
 
 def _split_pair(item: str, flag: str) -> tuple[str, str]:
@@ -189,11 +205,15 @@ def resolve_config(cli: dict[str, Any], config_file: Path | None = None) -> Trai
     preset = given.get("preset") or from_file.get("preset") or TrainConfig.preset
     if preset not in TRAIN_PRESETS:
         raise ConfigError(f"--preset {preset!r}: choose one of {', '.join(TRAIN_PRESETS)}")
-    merged: dict[str, Any] = {**TRAIN_PRESETS[preset], "preset": preset}
+    chosen = dict(TRAIN_PRESETS[preset])
+    method_defaults = chosen.pop("method_defaults", {})
+    merged: dict[str, Any] = {**copy.deepcopy(chosen), "preset": preset}
     for layer, where in ((from_file, str(config_file)), (given, "command line")):
         for key, value in layer.items():
             value = _coerce(key, value, where)
             merged[key] = {**merged.get(key, {}), **value} if key in _DICT_FIELDS else value
+    method = merged.get("method", TrainConfig.method)
+    merged["method_options"] = {**method_defaults.get(method, {}), **merged.get("method_options", {})}
     return TrainConfig(**merged)
 
 

@@ -36,6 +36,7 @@ from mmrebal.cache.dataset import CacheDataset
 from mmrebal.cache.format import CacheInfo, read_info
 from mmrebal.cache.writer import atomic_write_bytes
 from mmrebal.engine import distributed
+from mmrebal.engine.augment import build_augment
 from mmrebal.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from mmrebal.engine.config import TrainConfig, config_yaml
 from mmrebal.engine.device import autocast_factory, move_batch, resolve_device
@@ -281,6 +282,9 @@ class Trainer:
             )
         except TypeError as exc:  # an option the sampler does not take
             raise ValueError(f"sampler {config.sampler!r}: {exc}; check --sampler-opt") from None
+        self.warnings = self.sampler.config_warnings() + self.method.config_warnings(
+            config.epochs, config.optimizer
+        )
         self.optimizer = self._optimizer()
         self.scheduler = (
             torch.optim.lr_scheduler.StepLR(self.optimizer, config.step_size, config.gamma)
@@ -288,6 +292,11 @@ class Trainer:
             else None
         )
         self.autocast = autocast_factory(self.device, config.bf16)
+        self.augment = (
+            build_augment(self.info.modalities, config.seed, self.dist.rank, config.augment_options)
+            if config.augment
+            else None
+        )
         self.state = RunState()
         self.cumulative = CumulativeScore(self.modalities)
         self.traces = TraceWriter(self.run_dir)
@@ -347,6 +356,17 @@ class Trainer:
         set_rng_state(ckpt["rng"])
         self.traces.resume(self.state.epoch)
 
+    def ran_with(self) -> dict[str, dict[str, Any]]:
+        """The sampler's and the method's options with their defaults filled in, for the report."""
+        from mmrebal.registry import keyword_defaults
+
+        contract = ("num_samples", "labels", "modalities", "batch_size", "epochs", "seed")
+        c = self.config
+        return {
+            "sampler": {**keyword_defaults(type(self.sampler), contract), **c.sampler_options},
+            "method": {**keyword_defaults(type(self.method), ("modalities",)), **c.method_options},
+        }
+
     def prepare_run_dir(self) -> None:
         """Resume from ``last.pt`` when asked; otherwise start clean (stale traces and summary removed)."""
         last = self.checkpoint_path("last")
@@ -368,6 +388,8 @@ class Trainer:
             atomic_write_bytes(
                 self.run_dir / "config.yaml", config_yaml(self.config, self.info.attrs).encode()
             )
+            for line in self.warnings:
+                self.console.print(f"warning: {line}", highlight=False, soft_wrap=True)
         distributed.barrier(self.dist)
 
     # --- scoring ------------------------------------------------------------------------------
@@ -425,6 +447,8 @@ class Trainer:
     ) -> StepRecord:
         step = self.state.global_step
         batch = move_batch(batch, self.device)
+        if self.augment is not None:
+            batch = self.augment(batch, step)
         ctx = StepContext(
             epoch=epoch,
             step=step,
@@ -579,6 +603,8 @@ class Trainer:
             "epochs": self.config.epochs,
             "wall_time_s": self.state.wall_time_s,
             "train_samples_per_s": self.state.train_samples / max(self.state.train_time_s, 1e-9),
+            "warnings": self.warnings,
+            "options": self.ran_with(),
             **results,
         }
         if self.dist.is_main:

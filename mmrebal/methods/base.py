@@ -159,6 +159,10 @@ class Method(ABC):
         """Evaluation output (no grad and eval mode are the caller's job)."""
         return model(batch)
 
+    def config_warnings(self, epochs: int, optimizer: str) -> list[str]:
+        """Lines saying where the run's length or optimiser defeats the method (see Sampler's)."""
+        return []
+
     def losses_are_finite(self, result: StepResult) -> bool:
         return math.isfinite(result.loss) and all(math.isfinite(s.loss) for s in result.modality.values())
 

@@ -101,6 +101,21 @@ class OGMGE(WeightedLoss):
         self.shifted = coefficient == "shifted"
         self.seed = int(seed)
 
+    def config_warnings(self, epochs: int, optimizer: str) -> list[str]:
+        lines = []
+        if self.starts >= epochs:
+            lines.append(
+                f"ogm-ge: modulation_starts {self.starts} >= epochs {epochs}, so no step is modulated "
+                "(the run is the fused-loss baseline)"
+            )
+        if optimizer in ("adam", "adamw"):
+            lines.append(
+                f"ogm-ge under {optimizer}: Adam rescales each parameter's update by its own gradient "
+                "history, which cancels most of OGM's coefficient k; the reference trains with SGD "
+                "(--optimizer sgd, or --preset ogm)"
+            )
+        return lines
+
     def _global_scores(self, stats: dict[str, ModalityStats]) -> dict[str, float]:
         """score_m per ``rho_rows``, over the global batch (sums and row counts all-reduced under DDP)."""
         empty = ModalityStats(0, 0.0, 0.0, 0.0)

@@ -16,6 +16,7 @@ from mmrebal.report.runs import ReportError, RunGroup, find_runs, group_runs
 from mmrebal.report.tables import (
     METRIC_COLUMNS,
     Table,
+    config_table,
     cost_table,
     main_table,
     modality_table,
@@ -127,7 +128,7 @@ def write_report(
         tables = [main] + [
             modality_table(groups, d, split, metrics) for d in sorted({g.dataset for g in groups})
         ]
-        tables.append(cost_table(groups))
+        tables += [cost_table(groups), config_table(groups)]
         out.parent.mkdir(parents=True, exist_ok=True)
         figures = write_figures(groups, out.parent, out.stem)
         text = _markdown(sources, split, tables, groups, warnings, figures, out.parent)

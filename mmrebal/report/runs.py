@@ -25,6 +25,9 @@ _IGNORED_LEAF = {"seed", "out", "resume", "cache", "path", "root", "created", "h
 _IGNORED_SUFFIXES = ("_path", "_dir", "_file", "_version")
 # The factors a report compares: they may differ between groups without a warning.
 FACTOR_KEYS = ("sampler", "method", "sampler_options", "method_options")
+# Training settings every comparison states: shared ones under the main table, the others per group.
+TRAINING_KEYS = ("preset", "encoders", "fusion", "optimizer", "lr", "momentum", "weight_decay", "scheduler",
+                 "step_size", "gamma", "epochs", "batch_size", "augment", "model_options")  # fmt: skip
 
 
 class ReportError(RuntimeError):
@@ -224,6 +227,24 @@ class RunGroup:
     def seeds(self) -> list[int | None]:
         return [r.seed for r in self.runs]
 
+    @property
+    def run_warnings(self) -> list[str]:
+        """What the trainer warned about this group's configuration (degenerate schedules, OGM-GE
+        under Adam), from the runs' summaries."""
+        return sorted({w for r in self.runs for w in r.summary.get("warnings") or []})
+
+    @property
+    def ran_with(self) -> dict[str, Any]:
+        """The sampler's and method's options with their defaults (as the trainer recorded them), and
+        the training settings a comparison has to state."""
+        recorded = self.first.summary.get("options") or {}
+        config = self.first.config
+        return {
+            "sampler": recorded.get("sampler", config.get("sampler_options") or {}),
+            "method": recorded.get("method", config.get("method_options") or {}),
+            "training": {k: config.get(k) for k in TRAINING_KEYS if k in config},
+        }
+
 
 SAMPLER_NAMES = {
     "uniform": "Uniform",
@@ -328,6 +349,9 @@ def group_runs(runs: list[Run]) -> tuple[list[RunGroup], list[str]]:
             group.label = unimodal_label(group, group.unimodal_modality)
         else:
             group.label = display_name(group.sampler, group.method) + group.suffix
+        if group.run_warnings:
+            group.label += " ⚠"
+            warnings += [f"{group.label} on {group.dataset}: {w}" for w in group.run_warnings]
         where = ", ".join(str(r.path) for r in group.runs)
         if len(group.runs) == 1:
             warnings.append(f"{group.label} on {group.dataset}: a single seed ({where}); no std")

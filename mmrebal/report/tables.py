@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-from mmrebal.report.runs import RunGroup, group_order, unimodal_label
+from mmrebal.report.runs import TRAINING_KEYS, RunGroup, group_order, unimodal_label
 
 # ``--metric`` names -> metrics.parquet columns, and how the papers head them.
 METRIC_COLUMNS = {"acc": "acc", "map": "map", "f1": "macro_f1", "macro_f1": "macro_f1"}
@@ -126,10 +126,42 @@ def main_table(groups: list[RunGroup], split: str, metrics: list[str]) -> Table:
     notes = [
         f"{split} split, checkpoint selected on validation; percent, mean ± std over seeds (n seeds).",
         "**bold** best, <u>underlined</u> second per column; † below the best unimodal row of that column.",
+        training_note(groups),
     ]
     spans = [(d, ["n"] + [METRIC_TITLES[m] for m in metrics]) for d in datasets]
     rule = {len(unimodal)} if unimodal and multimodal else set()
     return Table("Main results", header, rows, notes, spans, rule)
+
+
+def _setting(value: object) -> str:
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_setting(v)}" for k, v in sorted(value.items())) + "}"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def training_note(groups: list[RunGroup]) -> str:
+    """The training settings shared by every group, and the names of those that differ between groups,
+    so that no table compares methods under different optimisers without saying so."""
+    values = {k: {_setting(g.ran_with["training"].get(k)) for g in groups} for k in TRAINING_KEYS}
+    shared = ", ".join(f"{k}={next(iter(v))}" for k, v in values.items() if len(v) == 1)
+    differing = [k for k, v in values.items() if len(v) > 1]
+    note = f"Trained by every group with {shared}." if shared else ""
+    if differing:
+        note += f" Differs between groups: {', '.join(differing)} (see Configurations)."
+    return note.strip()
+
+
+def config_table(groups: list[RunGroup]) -> Table:
+    """One row per group: the sampler's and method's options (defaults filled in) and the training
+    settings, so a reader knows exactly what each row ran."""
+    header = ["Group", "Dataset", "Sampler options", "Method options", "Training"]
+    rows = []
+    for g in sorted(groups, key=lambda g: (g.dataset, group_order(g))):
+        ran = g.ran_with
+        cells = [g.label, g.dataset, *(_setting(ran[k]).strip("{}") or DASH for k in ("sampler", "method"))]
+        cells.append(", ".join(f"{k}={_setting(v)}" for k, v in ran["training"].items()))
+        rows.append([Cell(c) for c in cells])
+    return Table("Configurations", header, rows)
 
 
 def _rank_metric_columns(rows: list[list[Cell]], columns: list[int], unimodal_rows: int) -> None:

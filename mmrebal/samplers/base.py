@@ -119,6 +119,11 @@ class Sampler(ABC):
         """Whether to run a scoring pass over the train split before ``epoch`` starts."""
         return False
 
+    def config_warnings(self) -> list[str]:
+        """Lines saying where this run's length turns the sampler into another experiment (a warm-up
+        or schedule the run never leaves or reaches); the trainer prints them and the report shows them."""
+        return []
+
     def receive_scores(self, epoch: int, result: ScoreResult) -> None:
         """Scores of the pass asked for by :meth:`needs_scoring`."""
 

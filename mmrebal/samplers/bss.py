@@ -166,6 +166,16 @@ class BSSCurriculumSampler(BalanceScoredSampler):
     def needs_scoring(self, epoch: int) -> bool:
         return self.score is None or (self.rescore_every > 0 and epoch % self.rescore_every == 0)
 
+    def config_warnings(self) -> list[str]:
+        if self.t_grow <= self.epochs:
+            return []
+        share = root_pacing(self.epochs - 1, self.lambda0, self.t_grow)
+        return [
+            f"bss: T_grow {self.t_grow} > epochs {self.epochs}, so the curriculum never reaches the whole "
+            f"train split (its last epoch trains on {share:.0%} of it); pass --sampler-opt t_grow=T with "
+            "T <= epochs"
+        ]
+
     def receive_scores(self, epoch: int, result: ScoreResult) -> None:
         sim, loss = self.measure(result)
         self.score = (1 - sim) + loss

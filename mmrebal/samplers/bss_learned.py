@@ -61,6 +61,14 @@ class BSSLearnedSampler(BalanceScoredSampler):
     def needs_scoring(self, epoch: int) -> bool:
         return self.score is None or epoch % self.period == 0
 
+    def config_warnings(self) -> list[str]:
+        if self.period < self.epochs or self.epochs == 1:
+            return []
+        return [
+            f"bss-l: period {self.period} >= epochs {self.epochs}, so the weights are scored once, on the "
+            "untrained model, and never updated; pass --sampler-opt period=K with K < epochs"
+        ]
+
     def receive_scores(self, epoch: int, result: ScoreResult) -> None:
         sim, loss = self.measure(result)
         self.score = momentum_update(self.score, loss - sim, self.mu)

@@ -250,11 +250,13 @@ class ProportionalBatchSampler(UnimodalBatchSampler):
     ``budget``: ``modality`` (default) N_B = m x ``batch_size``, so the initial action N_B / m is the
     baseline's batch per modality and, averaged over modalities, every modality sees as many rows
     per epoch as under the baseline; ``shared`` N_B = ``batch_size``, one baseline batch split between
-    the modalities (about N / m rows per modality per epoch).
+    the modalities (about N / m rows per modality per epoch). ``update``: ``epoch`` (Algorithm 1: new
+    proportions after each epoch) or ``step`` (after every step).
     """
 
-    def __init__(self, *args: Any, budget: str = "modality", **kwargs: Any) -> None:
+    def __init__(self, *args: Any, budget: str = "modality", update: str = "epoch", **kwargs: Any) -> None:
         self.budget = check_choice("budget", budget, ("modality", "shared"))
+        self.update = check_choice("update", update, ("epoch", "step"))
         super().__init__(*args, **kwargs)
         largest = self.total_batch - (len(self.modalities) - 1)  # one modality's rows at most
         if largest > self.num_samples:
@@ -275,6 +277,14 @@ class ProportionalBatchSampler(UnimodalBatchSampler):
     def initial_sizes(self) -> dict[str, int]:
         """Algorithm 1's initial action N_B / m per modality (Eq. 4 with equal proportions)."""
         return self.allocate_sizes(np.ones(len(self.modalities)))
+
+    def config_warnings(self) -> list[str]:
+        if self.update != "epoch" or self.epochs > 1:
+            return []
+        return [
+            f"{self.name}: one epoch with update=epoch, so the sizes never leave the initial N_B/m "
+            "(the run is Uniform batches); train more epochs or pass --sampler-opt update=step"
+        ]
 
     def allocate_sizes(self, proportions: np.ndarray) -> dict[str, int]:
         """Eq. (4) over this sampler's modalities."""
@@ -331,12 +341,10 @@ class DUSSampler(ProportionalBatchSampler):
         hidden: int = 32,
         policy_std: float = 0.5,
         policy_lr: float = 1e-4,
-        update: str = "epoch",
         state_norm: str = "batch",
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
-        self.update = check_choice("update", update, ("epoch", "step"))
         self.state_norm = check_choice("state_norm", state_norm, ("batch", "total", "none"))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(self.rng.integers(2**31)))  # policy init follows the sampler seed

@@ -159,9 +159,8 @@ class DUSDiscrepancySampler(ProportionalBatchSampler):
 
     name = "dus-ds"
 
-    def __init__(self, *args: Any, update: str = "epoch", **kwargs: Any) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.update = check_choice("update", update, ("epoch", "step"))
         self.proportions = np.full(len(self.modalities), 1.0 / len(self.modalities))
 
     def _recompute(self) -> None:

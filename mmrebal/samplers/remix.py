@@ -91,6 +91,14 @@ class RemixSampler(Sampler):
     def needs_scoring(self, epoch: int) -> bool:
         return epoch >= self.warmup
 
+    def config_warnings(self) -> list[str]:
+        if self.warmup < self.epochs:
+            return []
+        return [
+            f"remix: warm-up {self.warmup} >= epochs {self.epochs}, so the run never remixes (every epoch "
+            "is a Uniform warm-up epoch); pass --sampler-opt warmup=K with K < epochs"
+        ]
+
     def receive_scores(self, epoch: int, result: ScoreResult) -> None:
         kl = np.stack([kl_to_uniform(result.probs[m]) for m in self.modalities], axis=1)
         self.assignment = assign_weakest(kl, self.tie, self.rng)

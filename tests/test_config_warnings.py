@@ -1,0 +1,58 @@
+"""Degenerate configurations (a schedule the run never reaches, OGM-GE under Adam) warn at start,
+land in summary.json, and are shown by the report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from _tiny_cache import build_tiny_cache
+from rich.console import Console
+from sampler_helpers import make
+
+from mmrebal.engine.config import resolve_config
+from mmrebal.engine.trainer import train
+from mmrebal.methods import create_method
+
+torch.set_num_threads(1)
+
+
+def test_sampler_schedules_the_run_cannot_reach() -> None:
+    assert "never remixes" in make("remix", epochs=10).config_warnings()[0]  # warm-up 10 of 10
+    assert make("remix", epochs=11).config_warnings() == []
+    bss = make("bss", epochs=6).config_warnings()[0]  # T_grow 40 of 6 epochs
+    assert "T_grow 40 > epochs 6" in bss and "40%" in bss  # lambda_5 = sqrt(0.99 / 40 * 6 + 0.01) = 0.398
+    assert make("bss", epochs=6, t_grow=6).config_warnings() == []
+    assert "scored once" in make("bss-l", epochs=3, period=3).config_warnings()[0]
+    assert make("bss-l", epochs=3).config_warnings() == []
+    assert "never leave" in make("dus", epochs=1).config_warnings()[0]
+    assert make("dus-ds", epochs=1, update="step").config_warnings() == []
+    assert make("uniform", epochs=1).config_warnings() == []
+
+
+def test_ogm_ge_warns_under_adam_and_outside_its_window() -> None:
+    ogm = create_method("ogm-ge", ["audio", "visual"], modulation_starts=5)
+    lines = ogm.config_warnings(epochs=5, optimizer="adam")
+    assert len(lines) == 2 and "no step is modulated" in lines[0] and "cancels" in lines[1]
+    assert create_method("ogm-ge", ["audio", "visual"]).config_warnings(100, "sgd") == []
+    assert create_method("joint", ["audio", "visual"]).config_warnings(1, "adam") == []
+
+
+@pytest.mark.slow
+def test_trainer_prints_and_records_the_warnings(tmp_path: Path) -> None:
+    cache = build_tiny_cache(tmp_path / "tiny.h5", n=60, num_classes=3, seed=1)
+    console = Console(record=True, width=200)
+    config = resolve_config(
+        {"cache": str(cache), "out": str(tmp_path / "run"), "epochs": 2, "batch_size": 12,
+         "feature_dim": 16, "device": "cpu", "sampler": "remix", "method": "ogm-ge"}  # fmt: skip
+    )
+    summary = train(config, console)
+    printed = console.export_text()
+    assert "warning: remix: warm-up 10 >= epochs 2" in printed and "warning: ogm-ge under adam" in printed
+    saved = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert saved["warnings"] == summary["warnings"] and len(saved["warnings"]) == 2
+    # the options the run really ran with, defaults filled in
+    assert saved["options"]["sampler"]["warmup"] == 10 and saved["options"]["sampler"]["tie"] == "last"
+    assert saved["options"]["method"]["rho_rows"] == "paired"
