@@ -15,6 +15,7 @@ the default ``workers = 0`` keeps plan t+1 strictly after the feedback of step t
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import random
@@ -422,9 +423,22 @@ class Trainer:
             queue.append((plan, active, fused))
             yield rows.tolist()
 
+    def train_subset(self, epoch: int, fraction: float) -> Iterator[dict[str, Any]]:
+        """This rank's share of a seeded random ``fraction`` of the train split, batch by batch."""
+        n = len(self.datasets["train"])
+        chosen = np.random.default_rng([self.config.seed, epoch]).permutation(n)[
+            : max(1, round(fraction * n))
+        ]
+        local = np.sort(chosen)[self.dist.rank :: self.dist.world]
+        size = self.config.eval_batch_size
+        chunks = [local[i : i + size].tolist() for i in range(0, len(local), size)]
+        for batch in batch_loader(self.datasets["train"], chunks, self.device, self.config.workers):
+            yield move_batch(batch, self.device)
+
     def train_epoch(self, epoch: int) -> None:
         if self.sampler.needs_scoring(epoch):
             self.sampler.receive_scores(epoch, self.score(self.datasets["train"]))
+        self.method.begin_epoch(epoch, self.model, functools.partial(self.train_subset, epoch))
         self.model.train()
         self._epoch_losses = {}
         queue: deque[tuple[Plan, np.ndarray, np.ndarray]] = deque()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -154,6 +154,13 @@ class Method(ABC):
         ctx: StepContext,
     ) -> StepResult:
         """One optimisation step on ``batch``; ``active`` bool [B, m], ``fused`` bool [B]."""
+
+    def begin_epoch(
+        self, epoch: int, model: nn.Module, train_subset: Callable[[float], Iterator[Batch]]
+    ) -> None:
+        """Before the epoch's first step (PMR: class-mean prototypes). ``train_subset(fraction)`` yields,
+        on the device, this rank's share of a random ``fraction`` of the train split, seeded by the run's
+        seed and the epoch (a resumed run reads the same rows). The default reads nothing."""
 
     def predict(self, model: nn.Module, batch: Batch) -> ModelOutput:
         """Evaluation output (no grad and eval mode are the caller's job)."""
