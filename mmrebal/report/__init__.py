@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from mmrebal.report.ensemble import unimodal_ensembles
 from mmrebal.report.figures import FigureResult, write_figures
 from mmrebal.report.runs import ReportError, RunGroup, find_runs, group_runs
 from mmrebal.report.tables import (
@@ -118,7 +119,9 @@ def write_report(
             warnings.append(f"{run.path / 'metrics.parquet'}: no selected rows for split {split!r}; left out")
     groups, group_warnings = group_runs(runs)
     warnings += group_warnings
-    main = main_table(groups, split, metrics)
+    references, ensemble_warnings = unimodal_ensembles(groups, split, metrics)
+    warnings += ensemble_warnings
+    main = main_table(groups, split, metrics, references)
     figures: list[FigureResult] = []
     if fmt == "csv":
         text = to_csv(main)
