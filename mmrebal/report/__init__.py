@@ -81,7 +81,8 @@ def _markdown(
         "Rows are named `Sampler/Method` as the papers write them: the sampler decides which samples of "
         "which modality each step sees (`Uniform` = plain shuffled batches), the method how the model "
         "learns from them (`Joint` = one fused loss), so `Uniform/Joint` is the usual baseline; "
-        "`Unimodal (m)` trains modality m alone.",
+        "`Unimodal (m)` trains modality m alone; `Unimodal ensemble` averages the unimodal runs' "
+        "probabilities.",
         "",
     ]
     if warnings:
