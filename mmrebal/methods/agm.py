@@ -35,9 +35,9 @@ import torch
 from torch import nn
 
 from mmrebal.methods import METHODS
-from mmrebal.methods.base import StepContext, StepResult, row_index, step_if_finite, take, to_host, unwrap
+from mmrebal.methods.base import ModalityStats, StepContext, StepResult, row_index, take, unwrap
 from mmrebal.methods.joint import WeightedLoss
-from mmrebal.models.model import Batch, MultimodalModel
+from mmrebal.models.model import Batch, ModelOutput, MultimodalModel
 
 SHAPLEY = ("exact", "nonempty")
 
@@ -107,6 +107,7 @@ class AGM(WeightedLoss):
         self.starts, self.ends = int(modulation_starts), modulation_ends
         self.running = dict.fromkeys(self.modalities, 0.0)
         self.updates = 0
+        self.coefficients = dict.fromkeys(self.modalities, 1.0)  # this step's k_m
 
     def modulating(self, epoch: int) -> bool:
         return self.starts <= epoch and (self.ends is None or epoch <= int(self.ends))
@@ -151,26 +152,23 @@ class AGM(WeightedLoss):
         optimizer: torch.optim.Optimizer,
         ctx: StepContext,
     ) -> StepResult:
-        active, fused = active.cpu(), fused.cpu()
-        net = unwrap(model)
-        paired = active.all(1)
-        coefficients = dict.fromkeys(self.modalities, 1.0)
+        """k_m from this step's scores first, then the fused step with the hooks (:meth:`on_output`)."""
+        paired = active.cpu().all(1)
+        self.coefficients = dict.fromkeys(self.modalities, 1.0)
         if self.modulating(ctx.epoch) and bool(paired.any()):
-            coefficients = self.update(self.scores(net, batch, paired))
-        optimizer.zero_grad(set_to_none=True)
-        with ctx.amp():
-            out = model(batch, active)
-        for m, k in coefficients.items():
+            self.coefficients = self.update(self.scores(unwrap(model), batch, paired))
+        return super().train_step(model, batch, active, fused, optimizer, ctx)
+
+    def on_output(self, out: ModelOutput, ctx: StepContext) -> None:
+        for m, k in self.coefficients.items():
             if k != 1.0 and out.features[m].requires_grad:
                 out.features[m].register_hook(lambda grad, k=k: grad * k)
-        total, pending = self.loss(out, batch["label"], active, fused, ctx)
-        if total.requires_grad:
-            total.backward()
-        loss, stats = to_host(total, pending)
-        if total.requires_grad:
-            self.clip(net)
-            step_if_finite(loss, optimizer)
-        return StepResult(loss, stats, {f"agm_coef/{m}": k for m, k in coefficients.items()})
+
+    def after_backward(
+        self, model: nn.Module, stats: dict[str, ModalityStats], ctx: StepContext
+    ) -> dict[str, float]:
+        self.clip(unwrap(model))
+        return {f"agm_coef/{m}": k for m, k in self.coefficients.items()}
 
     def clip(self, net: MultimodalModel) -> None:
         if self.clip_grad is None:
