@@ -284,3 +284,28 @@ def test_bf16_autocast_trains_on_cpu(cache: Path, tmp_path: Path) -> None:
     summary = train(tiny_config(cache, tmp_path / "run", bf16=True, epochs=1))
     assert summary["status"] == "complete" and summary["val"]["fused"]["acc"] > 0.5
     assert pl.read_parquet(tmp_path / "run" / "steps.parquet")["loss"].is_finite().all()
+
+
+def test_presets_carry_the_reference_set_ups() -> None:
+    ogm = resolve_config({"preset": "ogm"})
+    assert (ogm.optimizer, ogm.lr, ogm.momentum, ogm.weight_decay, ogm.step_size, ogm.augment) == (
+        "sgd", 1e-3, 0.9, 1e-4, 70, True
+    )
+    remix = resolve_config({"preset": "remix"})
+    assert (remix.optimizer, remix.lr, remix.weight_decay, remix.epochs, remix.step_size) == (
+        "adam", 5e-5, 1e-4, 60, 30
+    )
+    assert remix.model_options == {"unimodal_logits": "heads"}  # separate unimodal heads
+    # BSS on CREMA-D trains 0.1 CE_fused + 0.9 (CE_a + CE_v) with the joint loss; given options win
+    assert resolve_config({"preset": "bss"}).method_options == {"fused_weight": 0.1, "unimodal_weight": 0.9}
+    given = resolve_config({"preset": "bss", "method_options": {"fused_weight": 1.0}})
+    assert given.method_options == {"fused_weight": 1.0, "unimodal_weight": 0.9}
+    assert resolve_config({"preset": "bss", "method": "mla"}).method_options == {}  # not MLA's options
+    ks = resolve_config({"preset": "bss-ks"})
+    assert (ks.lr, ks.batch_size, ks.method_options) == (1e-1, 32, {})
+    mla = resolve_config({"preset": "mla"})
+    assert (mla.method, mla.fusion, mla.optimizer) == ("mla", "shared", "sgd")
+    assert resolve_config({"preset": "dus"}).lr == 1e-2
+    cpu = resolve_config({})
+    assert (cpu.augment, cpu.optimizer) == (False, "adam")
+    assert resolve_config({"preset": "ogm", "augment": False}).augment is False

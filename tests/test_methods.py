@@ -413,12 +413,17 @@ def test_a_plan_normaliser_makes_each_term_a_sum_over_its_rows(method: str) -> N
     torch.testing.assert_close(grads["mean"], grads["one"], rtol=1e-4, atol=1e-7)
 
 
-def test_joint_loss_under_a_normaliser_by_hand() -> None:
+def _dus_plan_step() -> tuple[nn.Module, dict, torch.Tensor, torch.Tensor, object]:
+    """A DUS-like step: 2 paired rows, 3 audio-only rows, 1 visual-only row, and the model's output."""
     model, batch = tiny_model(), tiny_batch()
     active = torch.tensor([[1, 1], [1, 1], [1, 0], [1, 0], [1, 0], [0, 1]], dtype=torch.bool)
-    fused = active.all(1)
     with torch.no_grad():
         out = copy.deepcopy(model)(batch, active)
+    return model, batch, active, active.all(1), out
+
+
+def test_joint_loss_under_a_normaliser_by_hand() -> None:
+    model, batch, active, fused, out = _dus_plan_step()
     y = batch["label"]
 
     def total(z: torch.Tensor, rows: torch.Tensor) -> float:
@@ -441,11 +446,7 @@ def test_joint_loss_under_a_normaliser_by_hand() -> None:
 @pytest.mark.parametrize("rho_rows", ["paired", "all", "mean"])
 def test_ogm_ge_ratio_under_a_dus_plan(rho_rows: str) -> None:
     """2 paired rows, 3 audio-only rows, 1 visual-only row: rho per ``rho_rows``, by hand."""
-    model, batch = tiny_model(), tiny_batch()
-    active = torch.tensor([[1, 1], [1, 1], [1, 0], [1, 0], [1, 0], [0, 1]], dtype=torch.bool)
-    fused = active.all(1)
-    with torch.no_grad():
-        out = copy.deepcopy(model)(batch, active)
+    model, batch, active, fused, out = _dus_plan_step()
     y = batch["label"]
     p = {m: out.unimodal_logits[m].softmax(1)[torch.arange(6), y] for m in NAMES}
     rows = {"paired": {m: fused for m in NAMES}, "all": {m: active[:, j] for j, m in enumerate(NAMES)}}
