@@ -45,16 +45,8 @@ def test_trainer_prints_and_records_the_warnings(tmp_path: Path) -> None:
     cache = build_tiny_cache(tmp_path / "tiny.h5", n=60, num_classes=3, seed=1)
     console = Console(record=True, width=200)
     config = resolve_config(
-        {
-            "cache": str(cache),
-            "out": str(tmp_path / "run"),
-            "epochs": 2,
-            "batch_size": 12,
-            "feature_dim": 16,
-            "device": "cpu",
-            "sampler": "remix",
-            "method": "ogm-ge",
-        }  # fmt: skip
+        {"cache": str(cache), "out": str(tmp_path / "run"), "epochs": 2, "batch_size": 12,
+         "feature_dim": 16, "device": "cpu", "sampler": "remix", "method": "ogm-ge"}  # fmt: skip
     )
     summary = train(config, console)
     printed = console.export_text()
