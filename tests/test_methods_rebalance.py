@@ -180,3 +180,10 @@ def test_agm_step_scales_each_encoder_gradient_by_its_coefficient() -> None:
     for m in NAMES:
         torch.testing.assert_close(grads["agm"][m], coefficients[m] * grads["fused"][m], rtol=1e-4, atol=1e-7)
     assert agm.updates == 1 and set(agm.running) == set(NAMES)
+
+
+def test_a_modulation_that_never_starts_is_a_config_warning() -> None:
+    for name in ("pmr", "agm"):
+        assert create_method(name, NAMES).config_warnings(5, "sgd") == []
+        (line,) = create_method(name, NAMES, modulation_starts=5).config_warnings(5, "sgd")
+        assert line.startswith(f"{name}: modulation_starts 5 >= epochs 5")

@@ -64,3 +64,10 @@ def test_epoch_after_warmup_is_every_sample_plus_its_single_modality_copies(mods
     assert {r["modality"] for r in samples} == set(mods) and len(samples) == 12 * n
     with pytest.raises(RuntimeError, match="smv needs a scoring pass before epoch 2"):
         list(s.plans(2))
+
+
+def test_a_warmup_the_run_never_leaves_is_a_config_warning():
+    assert make("smv", MODS2, epochs=6, warmup=5).config_warnings() == []
+    assert "never resamples" in make("smv", MODS2, epochs=5, warmup=5).config_warnings()[0]
+    with pytest.raises(ValueError, match="warmup=0 must be at least 1"):
+        make("smv", MODS2, warmup=0)

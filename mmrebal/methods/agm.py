@@ -112,6 +112,13 @@ class AGM(WeightedLoss):
     def modulating(self, epoch: int) -> bool:
         return self.starts <= epoch and (self.ends is None or epoch <= int(self.ends))
 
+    def config_warnings(self, epochs: int, optimizer: str) -> list[str]:
+        if self.starts < epochs:
+            return []
+        return [
+            f"agm: modulation_starts {self.starts} >= epochs {epochs}, so the run is the fused-loss baseline"
+        ]
+
     def scores(self, net: MultimodalModel, batch: Batch, paired: torch.Tensor) -> dict[str, float]:
         """This step's s_m on the paired rows (eval mode, no gradient; one host transfer)."""
         was_training = net.training

@@ -102,6 +102,13 @@ class PMR(WeightedLoss):
     def modulating(self, epoch: int) -> bool:
         return self.starts <= epoch and (self.ends is None or epoch <= int(self.ends))
 
+    def config_warnings(self, epochs: int, optimizer: str) -> list[str]:
+        if self.starts < epochs:
+            return []
+        return [
+            f"pmr: modulation_starts {self.starts} >= epochs {epochs}, so the run is the fused-loss baseline"
+        ]
+
     def begin_epoch(
         self, epoch: int, model: nn.Module, train_subset: Callable[[float], Iterator[Batch]]
     ) -> None:

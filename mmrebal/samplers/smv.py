@@ -98,6 +98,14 @@ class SMVSampler(Sampler):
     def needs_scoring(self, epoch: int) -> bool:
         return epoch >= self.warmup
 
+    def config_warnings(self) -> list[str]:
+        if self.warmup < self.epochs:
+            return []
+        return [
+            f"smv: warm-up {self.warmup} >= epochs {self.epochs}, so the run never resamples (every epoch "
+            "is a Uniform warm-up epoch); pass --sampler-opt warmup=K with K < epochs"
+        ]
+
     def receive_scores(self, epoch: int, result: ScoreResult) -> None:
         labels = np.asarray(result.labels)
         correct = np.stack([result.probs[m].argmax(1) == labels for m in self.modalities], axis=1)
