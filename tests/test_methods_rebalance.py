@@ -161,6 +161,8 @@ def test_agm_scores_and_coefficients_by_hand() -> None:
     # n = 2: r_a = exp(2 (1 - 1.5)) = e^-1, R_a = exp(0) = 1, k_a = exp(0.1 (1 - e^-1))
     assert k["a"] == pytest.approx(math.exp(0.1 * (1 - math.exp(-1))))
     assert k["v"] == pytest.approx(math.exp(0.1 * (1 - math.e)))
+    inverse = modulation_coefficients({"a": 1.0, "v": 2.0}, {"a": 0.5, "v": 0.5}, 0.1, ratio_sign=-1.0)
+    assert inverse["a"] == pytest.approx(math.exp(0.1 * (1 - math.e)))  # r_a = exp(s_v - s_a) = e
     assert modulation_coefficients({"a": 50.0, "v": 0.0}, {"a": 0.0, "v": 50.0}, 1.0)["v"] == pytest.approx(
         math.exp(7.0)
     )  # the gap is capped at max_gap

@@ -13,7 +13,9 @@ running means S_m of all earlier scores (0 at the start):
     r_m = exp(n / (n - 1) * (s_m - mean_k s_k)),   R_m = exp(n / (n - 1) * (S_m - mean_k S_k)),
     k_m = exp(alpha * min(R_m - r_m, max_gap))      (alpha 0.1, max_gap 7, as the reference)
 
-then S_m takes in s_m. The step back-propagates CE(fused) in train mode; a backward hook on each
+then S_m takes in s_m (BalanceBenchmark's n-modality code; ``ratio=inverse`` flips both exponents,
+r_m = exp(n / (n - 1) * (mean_k s_k - s_m)), as its earlier two-modality code, exp(s_v - s_a) for
+audio, does). The step back-propagates CE(fused) in train mode; a backward hook on each
 modality's features multiplies the gradient flowing into its encoder by k_m. If a gradient of the
 fusion's parameters then exceeds ``clip_grad`` (5) in magnitude, the model's gradient norm is clipped
 to ``clip_grad`` (as the reference does; ``clip_grad=null`` turns it off).
@@ -40,6 +42,7 @@ from mmrebal.methods.joint import WeightedLoss
 from mmrebal.models.model import Batch, ModelOutput, MultimodalModel
 
 SHAPLEY = ("exact", "nonempty")
+RATIOS = ("loss", "inverse")
 
 
 def shapley_outputs(
@@ -71,15 +74,21 @@ def mono_scores(mono: dict[str, torch.Tensor], labels: torch.Tensor) -> dict[str
 
 
 def modulation_coefficients(
-    scores: dict[str, float], running: dict[str, float], alpha: float, max_gap: float = 7.0
+    scores: dict[str, float],
+    running: dict[str, float],
+    alpha: float,
+    max_gap: float = 7.0,
+    ratio_sign: float = 1.0,
 ) -> dict[str, float]:
-    """k_m from this step's scores and the running means (see the module docstring)."""
+    """k_m from this step's scores and the running means (see the module docstring); ``ratio_sign``
+    -1 flips the exponents of r and R (``ratio=inverse``)."""
     n = len(scores)
     mean, running_mean = sum(scores.values()) / n, sum(running.values()) / n
+    scale = ratio_sign * n / (n - 1)
     out = {}
     for m, s in scores.items():
-        ratio = math.exp(n / (n - 1) * (s - mean))
-        optimal = math.exp(n / (n - 1) * (running[m] - running_mean))
+        ratio = math.exp(scale * (s - mean))
+        optimal = math.exp(scale * (running[m] - running_mean))
         out[m] = math.exp(alpha * min(optimal - ratio, max_gap))
     return out
 
@@ -95,6 +104,7 @@ class AGM(WeightedLoss):
         max_gap: float = 7.0,
         clip_grad: float | None = 5.0,
         shapley: str = "exact",
+        ratio: str = "loss",
         modulation_starts: int = 0,
         modulation_ends: int | None = None,
     ) -> None:
@@ -103,7 +113,10 @@ class AGM(WeightedLoss):
             raise ValueError(f"agm shapley={shapley!r}: choose one of {', '.join(SHAPLEY)}")
         self.alpha, self.max_gap = float(alpha), float(max_gap)
         self.clip_grad = None if clip_grad is None else float(clip_grad)
+        if ratio not in RATIOS:
+            raise ValueError(f"agm ratio={ratio!r}: choose one of {', '.join(RATIOS)}")
         self.include_empty = shapley == "exact"
+        self.ratio_sign = 1.0 if ratio == "loss" else -1.0
         self.starts, self.ends = int(modulation_starts), modulation_ends
         self.running = dict.fromkeys(self.modalities, 0.0)
         self.updates = 0
@@ -144,7 +157,9 @@ class AGM(WeightedLoss):
 
     def update(self, scores: dict[str, float]) -> dict[str, float]:
         """k_m, then the running means take in this step's scores."""
-        coefficients = modulation_coefficients(scores, self.running, self.alpha, self.max_gap)
+        coefficients = modulation_coefficients(
+            scores, self.running, self.alpha, self.max_gap, self.ratio_sign
+        )
         self.updates += 1
         t = self.updates
         self.running = {m: self.running[m] * (t - 1) / t + scores[m] / t for m in self.modalities}
