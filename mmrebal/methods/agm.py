@@ -37,7 +37,15 @@ import torch
 from torch import nn
 
 from mmrebal.methods import METHODS
-from mmrebal.methods.base import ModalityStats, StepContext, StepResult, row_index, take, unwrap
+from mmrebal.methods.base import (
+    ModalityStats,
+    ModulationWindow,
+    StepContext,
+    StepResult,
+    row_index,
+    take,
+    unwrap,
+)
 from mmrebal.methods.joint import WeightedLoss
 from mmrebal.models.model import Batch, ModelOutput, MultimodalModel
 
@@ -94,7 +102,7 @@ def modulation_coefficients(
 
 
 @METHODS.register("agm")
-class AGM(WeightedLoss):
+class AGM(ModulationWindow, WeightedLoss):
     name = "agm"
 
     def __init__(
@@ -121,16 +129,6 @@ class AGM(WeightedLoss):
         self.running = dict.fromkeys(self.modalities, 0.0)
         self.updates = 0
         self.coefficients = dict.fromkeys(self.modalities, 1.0)  # this step's k_m
-
-    def modulating(self, epoch: int) -> bool:
-        return self.starts <= epoch and (self.ends is None or epoch <= int(self.ends))
-
-    def config_warnings(self, epochs: int, optimizer: str) -> list[str]:
-        if self.starts < epochs:
-            return []
-        return [
-            f"agm: modulation_starts {self.starts} >= epochs {epochs}, so the run is the fused-loss baseline"
-        ]
 
     def scores(self, net: MultimodalModel, batch: Batch, paired: torch.Tensor) -> dict[str, float]:
         """This step's s_m on the paired rows (eval mode, no gradient; one host transfer)."""

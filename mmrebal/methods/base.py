@@ -63,6 +63,25 @@ class StepContext:
         return 1.0 if self.normaliser is None else rows / self.normaliser
 
 
+class ModulationWindow:
+    """Mixin for a method that modulates only in epochs ``starts <= epoch <= ends`` (None: to the end)."""
+
+    name = "method"
+    starts: int = 0
+    ends: int | None = None
+
+    def modulating(self, epoch: int) -> bool:
+        return self.starts <= epoch and (self.ends is None or epoch <= int(self.ends))
+
+    def config_warnings(self, epochs: int, optimizer: str) -> list[str]:
+        if self.starts < epochs:
+            return []
+        return [
+            f"{self.name}: modulation_starts {self.starts} >= epochs {epochs}, "
+            "so the run is the fused-loss baseline"
+        ]
+
+
 def unwrap(model: nn.Module) -> MultimodalModel:
     """The :class:`MultimodalModel` inside a DDP wrapper (or the model itself)."""
     return getattr(model, "module", model)

@@ -35,6 +35,7 @@ from torch import nn
 from mmrebal.methods import METHODS
 from mmrebal.methods.base import (
     ModalityStats,
+    ModulationWindow,
     PendingStats,
     StepContext,
     confidence_sum,
@@ -75,7 +76,7 @@ def class_means(
 
 
 @METHODS.register("pmr")
-class PMR(WeightedLoss):
+class PMR(ModulationWindow, WeightedLoss):
     name = "pmr"
 
     def __init__(
@@ -98,16 +99,6 @@ class PMR(WeightedLoss):
         self.coefficient = coefficient
         self.prototypes: dict[str, torch.Tensor] | None = None
         self._coefficients: dict[str, torch.Tensor] = {}
-
-    def modulating(self, epoch: int) -> bool:
-        return self.starts <= epoch and (self.ends is None or epoch <= int(self.ends))
-
-    def config_warnings(self, epochs: int, optimizer: str) -> list[str]:
-        if self.starts < epochs:
-            return []
-        return [
-            f"pmr: modulation_starts {self.starts} >= epochs {epochs}, so the run is the fused-loss baseline"
-        ]
 
     def begin_epoch(
         self, epoch: int, model: nn.Module, train_subset: Callable[[float], Iterator[Batch]]

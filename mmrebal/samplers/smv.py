@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from mmrebal.samplers import SAMPLERS
-from mmrebal.samplers.base import Group, Plan, Sampler, ScoreResult
+from mmrebal.samplers.base import Group, Plan, Sampler, ScoreResult, warmup_warnings
 
 FULL = -1  # the modality index of an entry that carries every modality
 
@@ -99,12 +99,7 @@ class SMVSampler(Sampler):
         return epoch >= self.warmup
 
     def config_warnings(self) -> list[str]:
-        if self.warmup < self.epochs:
-            return []
-        return [
-            f"smv: warm-up {self.warmup} >= epochs {self.epochs}, so the run never resamples (every epoch "
-            "is a Uniform warm-up epoch); pass --sampler-opt warmup=K with K < epochs"
-        ]
+        return warmup_warnings(self.name, self.warmup, self.epochs, "resamples")
 
     def receive_scores(self, epoch: int, result: ScoreResult) -> None:
         labels = np.asarray(result.labels)
