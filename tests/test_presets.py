@@ -19,6 +19,7 @@ SHAPES = {
     "bss": ((257, 1250), (1, 224, 224, 3)),
     "bss-ks": ((257, 1003), (3, 224, 224, 3)),
     "fbank": ((128, 1024), (3, 224, 224, 3)),
+    "ast": ((128, 1024), (3, 224, 224, 3)),
     "avmnist": ((64, 63), (3, 32, 32, 3)),
     "ave": ((257, 625), (3, 224, 224, 3)),
 }
@@ -184,3 +185,14 @@ def test_with_frames_option():
     three = PRESETS.get("ogm").with_frames(3)
     assert three.frames.shape() == (3, 224, 224, 3) and three.frames.fps == 1.0
     assert three.audio == PRESETS.get("ogm").audio
+
+
+def test_ast_preset_is_the_input_of_transformers_ast_feature_extractor():
+    """The ``ast`` preset against ASTFeatureExtractor's defaults (what a pretrained AST was fed)."""
+    from transformers import ASTFeatureExtractor
+
+    wave = noise(3.0, 16000, seed=4, scale=0.1)
+    expected = ASTFeatureExtractor()(wave, sampling_rate=16000, return_tensors="np")["input_values"][0]
+    feature = audio_features(wave, PRESETS.get("ast").audio)
+    assert feature.shape == (128, 1024) and expected.shape == (1024, 128)
+    np.testing.assert_allclose(feature.T, expected, atol=1e-4)

@@ -21,6 +21,7 @@ CASES = {
     "remix": ({"warmup": 1}, set(), {"kl_uniform", "assigned"}),
     "bss": ({"t_grow": 2}, set(), {"similarity", "loss", "score", "order", "used"}),
     "bss-l": ({"mu": 0.5}, set(), {"similarity", "loss", "score", "order", "used"}),
+    "smv": ({"warmup": 1}, set(), {"contribution", "copies"}),
 }
 
 

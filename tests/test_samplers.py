@@ -18,6 +18,7 @@ OPTIONS = {
     "remix": {"warmup": 1},
     "bss": {"t_grow": 4},
     "bss-l": {"mu": 0.3},
+    "smv": {"warmup": 1},
 }
 
 

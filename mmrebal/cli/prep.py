@@ -42,7 +42,7 @@ def prep_command(
     preset: str | None = typer.Option(
         None,
         "--preset",
-        help="ogm, ogm-3f, bss, bss-ks, fbank, avmnist, image-text, nvgesture, nvgesture-i3d, ave "
+        help="ogm, ogm-3f, bss, bss-ks, fbank, ast, avmnist, image-text, nvgesture, nvgesture-i3d, ave "
         "(default: the dataset's).",
     ),
     workers: int = typer.Option(_cores(), "--workers", help="Decoding processes (default: all cores)."),
@@ -71,6 +71,9 @@ def prep_command(
     compression: str = typer.Option(
         "none", "--compression", help="none | lzf | gzip: HDF5 filter of the arrays (none reads fastest)."
     ),
+    name: str | None = typer.Option(
+        None, "--name", help="Dataset name recorded in the cache, used by run folders and reports."
+    ),
     opt: list[str] | None = typer.Option(None, "--opt", help=OPT_HELP),
 ) -> None:
     """Decode a raw dataset into one HDF5 cache; re-running after an interruption resumes."""
@@ -94,6 +97,7 @@ def prep_command(
             seed=seed,
             keep_raw=keep_raw,
             compression=None if compression == "none" else compression,
+            name=name,
             **options,
         )
     except (PrepFailed, LayoutError, CacheError, StorageError, KeyError, ValueError) as exc:

@@ -17,6 +17,7 @@ after the feedback of step t.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import random
@@ -293,7 +294,7 @@ class Trainer:
     # --- set-up -------------------------------------------------------------------------------
     def _optimizer(self) -> torch.optim.Optimizer:
         c = self.config
-        params = self.model.parameters()
+        params = self.model.param_groups(c.lr)  # layer-wise lr and frozen encoders (encoder options)
         if c.optimizer == "sgd":
             return torch.optim.SGD(params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
         cls = torch.optim.Adam if c.optimizer == "adam" else torch.optim.AdamW
@@ -428,10 +429,23 @@ class Trainer:
             queue.append((plan, active, fused))
             yield rows.tolist()
 
+    def train_subset(self, epoch: int, fraction: float) -> Iterator[dict[str, Any]]:
+        """This rank's share of a seeded random ``fraction`` of the train split, batch by batch."""
+        n = len(self.datasets["train"])
+        chosen = np.random.default_rng([self.config.seed, epoch]).permutation(n)[
+            : max(1, round(fraction * n))
+        ]
+        local = np.sort(chosen)[self.dist.rank :: self.dist.world]
+        size = self.config.eval_batch_size
+        chunks = [local[i : i + size].tolist() for i in range(0, len(local), size)]
+        for batch in batch_loader(self.datasets["train"], chunks, self.device):  # a short main-process pass
+            yield device_batch(batch, self.info.modalities, self.device)
+
     def train_epoch(self, epoch: int) -> None:
         if self.sampler.needs_scoring(epoch):
             scores = self.score(self.datasets["train"], f"scoring train (epoch {epoch + 1})")
             self.sampler.receive_scores(epoch, scores)
+        self.method.begin_epoch(epoch, self.model, functools.partial(self.train_subset, epoch))
         self.display.start_epoch(epoch, self.config.epochs, self.sampler.epoch_steps(epoch))
         self.model.train()
         self._epoch_losses = {}

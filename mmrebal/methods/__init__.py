@@ -1,4 +1,4 @@
-"""Model-side methods (joint, unimodal, ogm-ge, mla), by name."""
+"""Model-side methods (joint, fused, unimodal, ogm-ge, mla, pmr, agm), by name."""
 
 from __future__ import annotations
 
@@ -21,4 +21,4 @@ def create_method(name: str, modalities: Sequence[str], **options: Any) -> Metho
 
 def _load_builtin() -> None:
     """Import the built-in method modules so their ``@METHODS.register`` lines run."""
-    from mmrebal.methods import joint, mla, ogm_ge, unimodal  # noqa: F401
+    from mmrebal.methods import agm, fused, joint, mla, ogm_ge, pmr, unimodal  # noqa: F401

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -61,6 +61,25 @@ class StepContext:
         """Factor turning a term's mean over ``rows`` into the plan's reduction: sum / normaliser
         (rows / normaliser), or 1 for a mean. ``rows`` comes from a host mask, so no GPU sync."""
         return 1.0 if self.normaliser is None else rows / self.normaliser
+
+
+class ModulationWindow:
+    """Mixin for a method that modulates only in epochs ``starts <= epoch <= ends`` (None: to the end)."""
+
+    name = "method"
+    starts: int = 0
+    ends: int | None = None
+
+    def modulating(self, epoch: int) -> bool:
+        return self.starts <= epoch and (self.ends is None or epoch <= int(self.ends))
+
+    def config_warnings(self, epochs: int, optimizer: str) -> list[str]:
+        if self.starts < epochs:
+            return []
+        return [
+            f"{self.name}: modulation_starts {self.starts} >= epochs {epochs}, "
+            "so the run is the fused-loss baseline"
+        ]
 
 
 def unwrap(model: nn.Module) -> MultimodalModel:
@@ -154,6 +173,13 @@ class Method(ABC):
         ctx: StepContext,
     ) -> StepResult:
         """One optimisation step on ``batch``; ``active`` bool [B, m], ``fused`` bool [B]."""
+
+    def begin_epoch(
+        self, epoch: int, model: nn.Module, train_subset: Callable[[float], Iterator[Batch]]
+    ) -> None:
+        """Before the epoch's first step (PMR: class-mean prototypes). ``train_subset(fraction)`` yields,
+        on the device, this rank's share of a random ``fraction`` of the train split, seeded by the run's
+        seed and the epoch (a resumed run reads the same rows). The default reads nothing."""
 
     def predict(self, model: nn.Module, batch: Batch) -> ModelOutput:
         """Evaluation output (no grad and eval mode are the caller's job)."""

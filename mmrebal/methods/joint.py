@@ -97,6 +97,9 @@ class WeightedLoss(Method):
         total = torch.stack(terms).sum() if terms else out.fused_logits.new_zeros(())
         return total, pending
 
+    def on_output(self, out: ModelOutput, ctx: StepContext) -> None:
+        """Hook after the forward pass, before the loss (AGM: gradient hooks on the features)."""
+
     def after_backward(
         self, model: nn.Module, stats: dict[str, ModalityStats], ctx: StepContext
     ) -> dict[str, float]:
@@ -116,6 +119,7 @@ class WeightedLoss(Method):
         optimizer.zero_grad(set_to_none=True)
         with ctx.amp():
             out = model(batch, active)
+        self.on_output(out, ctx)
         total, pending = self.loss(out, batch["label"], active, fused, ctx)
         if total.requires_grad:
             total.backward()

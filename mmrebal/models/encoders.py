@@ -108,15 +108,37 @@ def cnn(kind: str, feature_dim: int, channels: Sequence[int] = (32, 64, 128, 256
 
 
 def _text(kind: str, feature_dim: int, path: str | Path | None = None, pooling: str = "mean") -> nn.Module:
-    """MiniLM (or any local Hugging Face encoder folder ``path``) with mean or CLS pooling."""
-    from mmrebal.models.text import TextEncoder
+    """MiniLM (or any local Hugging Face text model folder ``path``) with mean or CLS pooling."""
+    from mmrebal.models.pretrained import PretrainedEncoder
+    from mmrebal.models.text import default_text_model
 
     if kind != "tokens":
         raise ValueError(f"a text encoder takes tokens, not {kind!r}")
-    return TextEncoder(feature_dim, path=path, pooling=pooling)
+    if pooling not in ("mean", "cls"):
+        raise ValueError(f"text pooling must be 'mean' or 'cls', not {pooling!r}")
+    return PretrainedEncoder(kind, feature_dim, path or default_text_model(), pooling=pooling)
 
 
 ENCODERS.register("minilm")(_text)
 ENCODERS.register("text")(_text)
+
+
+@ENCODERS.register("hf")
+def hf(
+    kind: str,
+    feature_dim: int,
+    path: str | Path | None = None,
+    pooling: str | None = None,
+    freeze: bool = False,
+    layer_decay: float = 1.0,
+) -> nn.Module:
+    """Any local Hugging Face model folder ``path`` (text, CLIP, ViT, ConvNeXt, AST), offline; see
+    :mod:`mmrebal.models.pretrained` for each family's pooling, ``freeze`` and ``layer_decay``."""
+    from mmrebal.models.pretrained import PretrainedEncoder
+
+    if path is None:
+        raise ValueError("encoder 'hf' needs a local model folder: encoder option path=FOLDER")
+    return PretrainedEncoder(kind, feature_dim, path, pooling, freeze, layer_decay)
+
 
 DEFAULT_ENCODER = {"spectrogram": "resnet18", "frames": "resnet18", "image": "resnet18", "tokens": "minilm"}

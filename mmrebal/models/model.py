@@ -78,6 +78,20 @@ class MultimodalModel(nn.Module):
             else None
         )
 
+    def param_groups(self, lr: float) -> list[dict[str, Any]]:
+        """Optimiser groups of the trainable parameters: one at ``lr`` first (the lr the traces log),
+        then one per other multiplier an encoder's ``lr_scales`` asks for (layer-wise lr decay);
+        frozen parameters are left out."""
+        scale_of: dict[int, float] = {}
+        for encoder in self.encoders.values():
+            if hasattr(encoder, "lr_scales"):
+                scale_of.update((id(param), scale) for param, scale in encoder.lr_scales())
+        groups: dict[float, list[nn.Parameter]] = {1.0: []}
+        for param in self.parameters():
+            if param.requires_grad:
+                groups.setdefault(scale_of.get(id(param), 1.0), []).append(param)
+        return [{"params": ps, "lr": lr * scale} for scale, ps in sorted(groups.items(), key=lambda g: -g[0])]
+
     def encoder(self, modality: str) -> nn.Module:
         return self.encoders[modality]
 

@@ -3,7 +3,7 @@
 Each preset fixes every decoding parameter, so a cache records how it was made (``Preset.params``)
 and two caches built with the same preset are comparable. Shapes follow from the numbers:
 ``ogm`` 257x188 (``ogm-3f``: the same with 3 frames), ``bss`` 257x1250, ``bss-ks`` 257x1003,
-``fbank`` 128x1024, ``avmnist`` 64x63, ``ave`` 257x625; ``image-text`` (one 224x224 image),
+``fbank`` and ``ast`` 128x1024, ``avmnist`` 64x63, ``ave`` 257x625; ``image-text`` (one 224x224 image),
 ``nvgesture`` (8 frames at 112x112) and ``nvgesture-i3d`` (64 at 224x224) have no audio.
 """
 
@@ -145,27 +145,46 @@ _add(
     )
 )
 _KALDI_FRAMES = 1024
+# AST's ASTFeatureExtractor normalises with the AudioSet statistics as (x - mean) / (2 * std).
+AST_MEAN, AST_STD = -4.2677393, 4.5689974
+
+
+def _kaldi_fbank(normalize: tuple[float, float]) -> AudioPreset:
+    """16 kHz, 128-bin Kaldi fbank over exactly 1024 frames of 25 ms / 10 ms, then ``normalize``."""
+    return AudioPreset(
+        16000,
+        (400 + 160 * (_KALDI_FRAMES - 1)) / 16000,
+        "fbank",
+        400,
+        160,
+        128,
+        False,
+        False,
+        normalize,
+        _KALDI_FRAMES,
+        window="hanning",
+        log_eps=float(np.finfo(np.float32).eps),
+    )
+
+
 _add(
     Preset(
         "fbank",
-        AudioPreset(
-            16000,
-            (400 + 160 * (_KALDI_FRAMES - 1)) / 16000,
-            "fbank",
-            400,
-            160,
-            128,
-            False,
-            False,
-            (-4.503877, 10.282552),
-            _KALDI_FRAMES,
-            window="hanning",
-            log_eps=float(np.finfo(np.float32).eps),
-        ),
+        _kaldi_fbank((-4.503877, 10.282552)),
         FramePreset(3, (224, 224), None),
         "Kaldi fbank (torchaudio.compliance.kaldi semantics): 16 kHz, 128 mel, 25 ms / 10 ms hanning "
         "frames, no dither, pre-emphasis 0.97, DC removed, power spectrum, log floored at float32 eps, "
         "1024 frames, normalised (x + 4.503877) / 10.282552; 3 frames at 224x224.",
+    )
+)
+_add(
+    Preset(
+        "ast",
+        _kaldi_fbank((AST_MEAN, 2 * AST_STD)),
+        FramePreset(3, (224, 224), None),
+        "The input of a pretrained AST (transformers' ASTFeatureExtractor defaults): the fbank preset's "
+        "Kaldi fbank (16 kHz, 128 mel, 1024 frames) normalised with AudioSet's statistics, "
+        "(x + 4.2677393) / (2 * 4.5689974); 3 frames at 224x224.",
     )
 )
 _add(

@@ -23,6 +23,7 @@ import io
 import json
 import multiprocessing
 import os
+import re
 import shutil
 import signal
 import threading
@@ -41,6 +42,7 @@ from mmrebal.prep.splits import grouped_holdout, stratified_carve
 from mmrebal.storage import Busy, ExclusiveLock, atomic_write_bytes, remove_stale_temps, writing
 
 IN_FLIGHT_PER_WORKER = 4
+DATASET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 class PrepFailed(RuntimeError):
@@ -121,6 +123,7 @@ def run_prep(
     test_fraction: float = 0.2,
     keep_raw: bool = False,
     compression: str | None = None,
+    name: str | None = None,
     **options: Any,
 ) -> PrepReport:
     """Build ``out`` from the raw dataset at ``root`` (see the module docstring for the stages);
@@ -131,6 +134,8 @@ def run_prep(
     used only when the source has no test split. Synthetic adapters (avmnist) write their raw clips to
     ``root`` or, when it is None, to ``<out>.raw/``, removed after success unless ``keep_raw``.
     ``compression`` is the HDF5 filter of every per-sample array (``COMPRESSIONS``; None: raw).
+    ``name`` is the dataset name recorded in the cache (``dataset`` attribute: run directories and
+    reports use it); default the adapter's name, which is always kept as the ``adapter`` attribute.
     """
     started = time.perf_counter()
     if compression not in COMPRESSIONS:
@@ -138,6 +143,8 @@ def run_prep(
     for flag, value in (("--val-fraction", val_fraction), ("--test-fraction", test_fraction)):
         if not 0.0 <= value < 1.0:
             raise PrepFailed(f"{flag} must be in [0, 1), got {value}")
+    if name is not None and not DATASET_NAME.match(name):
+        raise PrepFailed(f"--name {name!r}: use letters, digits, '.', '_' or '-' (it names run folders)")
     out = Path(out)
     with writing(out):
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -192,7 +199,8 @@ def run_prep(
     entries = [Entry(i.sample_id, class_names.index(i.label), splits[i.sample_id]) for i in done]
     check_splits(out, entries, journal.dir)
     attrs = {
-        "dataset": dataset,
+        "dataset": name or dataset,
+        "adapter": dataset,
         **chosen.params(),
         **{f"option_{key}": value for key, value in resolved.items()},
         "modalities": adapter.modalities,
@@ -209,7 +217,7 @@ def run_prep(
     counts = {s: sum(e.split == s for e in entries) for s in ("train", "val", "test")}
     return PrepReport(
         out,
-        dataset,
+        name or dataset,
         chosen.name,
         len(entries),
         resumed,

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from mmrebal.report.ensemble import unimodal_ensembles
 from mmrebal.report.figures import FIG_FORMATS, FigureResult, figure_paths, write_figures
 from mmrebal.report.load import load_runs
 from mmrebal.report.runs import ReportError, RunGroup, find_runs, group_runs
@@ -88,7 +89,8 @@ def _markdown(
         "Rows are named `Sampler/Method` as the papers write them: the sampler decides which samples of "
         "which modality each step sees (`Uniform` = plain shuffled batches), the method how the model "
         "learns from them (`Joint` = one fused loss), so `Uniform/Joint` is the usual baseline; "
-        "`Unimodal (m)` trains modality m alone.",
+        "`Unimodal (m)` trains modality m alone; `Unimodal ensemble` averages the unimodal runs' "
+        "probabilities.",
         "",
     ]
     if warnings:
@@ -141,7 +143,9 @@ def write_report(
             warnings.append(f"{run.path / 'metrics.parquet'}: no selected rows for split {split!r}; left out")
     groups, group_warnings = group_runs(runs)
     warnings += group_warnings
-    main = main_table(groups, split, metrics)
+    references, ensemble_warnings = unimodal_ensembles(groups, split, metrics)
+    warnings += ensemble_warnings
+    main = main_table(groups, split, metrics, references)
     figures: list[FigureResult] = []
     if fmt == "csv":
         text = to_csv(main)

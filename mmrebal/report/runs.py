@@ -278,8 +278,10 @@ SAMPLER_NAMES = {
     "remix": "Remix",
     "bss": "BSS",
     "bss-l": "BSS-L",
+    "smv": "SMV",
 }
-METHOD_NAMES = {"joint": "Joint", "mla": "MLA", "ogm-ge": "OGM-GE", "unimodal": "Unimodal"}
+METHOD_NAMES = {"joint": "Joint", "fused": "Fused", "mla": "MLA", "ogm-ge": "OGM-GE", "pmr": "PMR",
+                "agm": "AGM", "unimodal": "Unimodal"}  # fmt: skip
 
 
 def display_name(sampler: str, method: str) -> str:

@@ -87,23 +87,30 @@ def metric_stats(group: RunGroup, split: str, metrics: list[str]) -> dict[str, d
     return out
 
 
-def main_table(groups: list[RunGroup], split: str, metrics: list[str]) -> Table:
+def main_table(
+    groups: list[RunGroup],
+    split: str,
+    metrics: list[str],
+    references: dict[str, dict[str, dict[str, Stat]]] | None = None,
+) -> Table:
     """Rows = sampler/method (unimodal rows on top), columns = dataset x metric of the fused scope.
 
-    A ``unimodal`` group contributes one row per modality it scored ("Unimodal (audio)").
+    A ``unimodal`` group contributes one row per modality it scored ("Unimodal (audio)");
+    ``references`` (label -> dataset -> metric -> Stat, e.g. the unimodal ensemble) join those rows.
     """
     datasets = sorted({g.dataset for g in groups})
     stats = {id(g): metric_stats(g, split, metrics) for g in groups}
-    unimodal: dict[str, dict[str, tuple[RunGroup, str]]] = {}
-    multimodal: dict[str, dict[str, tuple[RunGroup, str]]] = {}
+    unimodal: dict[str, dict[str, dict[str, Stat]]] = {}
+    multimodal: dict[str, dict[str, dict[str, Stat]]] = {}
     for g in sorted(groups, key=group_order):
         scopes = stats[id(g)]
         if g.method == "unimodal":
             for scope in sorted(s for s in scopes if s != "fused") or ["fused"]:
                 label = unimodal_label(g, scope)
-                unimodal.setdefault(label, {})[g.dataset] = (g, scope)
+                unimodal.setdefault(label, {})[g.dataset] = scopes.get(scope, {})
         else:
-            multimodal.setdefault(g.label, {})[g.dataset] = (g, "fused")
+            multimodal.setdefault(g.label, {})[g.dataset] = scopes.get("fused", {})
+    unimodal.update(references or {})
     header = ["Method"]
     metric_cols: list[int] = []
     for d in datasets:
@@ -115,10 +122,9 @@ def main_table(groups: list[RunGroup], split: str, metrics: list[str]) -> Table:
     for label, by_dataset in [*unimodal.items(), *multimodal.items()]:
         row = [Cell(label)]
         for d in datasets:
-            entry = by_dataset.get(d)
-            scoped = stats[id(entry[0])].get(entry[1], {}) if entry else {}
+            scoped = by_dataset.get(d, {})
             n = max((s.n for s in scoped.values()), default=0)
-            row.append(Cell(str(n)) if entry else Cell())
+            row.append(Cell(str(n)) if d in by_dataset else Cell())
             for m in metrics:
                 s = scoped.get(m)
                 row.append(Cell(s.text(), s) if s else Cell())

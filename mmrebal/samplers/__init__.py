@@ -18,4 +18,4 @@ def create_sampler(name: str, options: dict[str, Any] | None = None, **fixed: An
 
 def _load_builtin() -> None:
     """Import the built-in sampler modules so their ``@SAMPLERS.register`` lines run."""
-    from mmrebal.samplers import bss, bss_learned, dus, dus_heuristic, remix, uniform  # noqa: F401
+    from mmrebal.samplers import bss, bss_learned, dus, dus_heuristic, remix, smv, uniform  # noqa: F401

@@ -127,6 +127,16 @@ class ScoreResult:
             )
 
 
+def warmup_warnings(name: str, warmup: int, epochs: int, what: str) -> list[str]:
+    """The line for a warm-up the run never leaves (``what``: what the sampler then never does)."""
+    if warmup < epochs:
+        return []
+    return [
+        f"{name}: warm-up {warmup} >= epochs {epochs}, so the run never {what} (every epoch is a Uniform "
+        "warm-up epoch); pass --sampler-opt warmup=K with K < epochs"
+    ]
+
+
 class Sampler(ABC):
     """Base class: subclasses implement :meth:`plans` and whatever feedback hooks they use.
 

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from mmrebal.samplers import SAMPLERS
-from mmrebal.samplers.base import Group, Plan, Sampler, ScoreResult
+from mmrebal.samplers.base import Group, Plan, Sampler, ScoreResult, warmup_warnings
 from mmrebal.samplers.dus import check_choice
 
 
@@ -92,12 +92,7 @@ class RemixSampler(Sampler):
         return epoch >= self.warmup
 
     def config_warnings(self) -> list[str]:
-        if self.warmup < self.epochs:
-            return []
-        return [
-            f"remix: warm-up {self.warmup} >= epochs {self.epochs}, so the run never remixes (every epoch "
-            "is a Uniform warm-up epoch); pass --sampler-opt warmup=K with K < epochs"
-        ]
+        return warmup_warnings(self.name, self.warmup, self.epochs, "remixes")
 
     def receive_scores(self, epoch: int, result: ScoreResult) -> None:
         result.check(self.modalities, self.num_samples, self.name)

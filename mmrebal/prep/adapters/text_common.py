@@ -70,24 +70,14 @@ def read_image_cropped(path: Path, size: int, crop: str) -> np.ndarray:
         raise MediaError(f"{path}: cannot decode image ({err}); the file is corrupt, re-export it") from None
 
 
-class ImageTextAdapter(Adapter):
-    """Base of ``twitter2015`` and ``sarcasm``: subclasses implement ``rows(root, **options)``."""
+class TextTokenizer:
+    """A checked local tokenizer folder and ``max_length``; loads the tokenizer once per process.
 
-    modalities = {"text": "tokens", "image": "image"}
-    default_preset = "image-text"
+    Built in the main process at scan time (a bad option is a ``LayoutError``: nothing could be
+    cached) and pickled to the decoding workers without the loaded tokenizer.
+    """
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.text_model: Path | None = None
-        self.max_length = DEFAULT_MAX_LENGTH
-        self.image_size: int | None = None
-        self.crop = "resize"
-        self._tokenizer: Any = None  # loaded once per process, never pickled
-
-    def configure(
-        self, text_model: str | Path | None, max_length: int, image_size: int | None, crop: str
-    ) -> None:
-        """Check the shared options (a bad one is a ``LayoutError``: nothing could be cached)."""
+    def __init__(self, text_model: str | Path | None, max_length: int) -> None:
         folder = Path(text_model).expanduser() if text_model else default_text_folder()
         if not folder.is_dir():
             raise LayoutError(f"{folder}: no such tokenizer folder; pass --opt text_model=FOLDER")
@@ -98,37 +88,61 @@ class ImageTextAdapter(Adapter):
             )
         if int(max_length) < 2:
             raise LayoutError(f"max_length must be at least 2 (CLS + SEP), got {max_length}")
+        self.folder = folder
+        self.max_length = int(max_length)
+        self._tokenizer: Any = None
+
+    def encode(self, modality: str, text: str, pair: str | None = None) -> dict[str, np.ndarray]:
+        """``{"<modality>/input_ids", "<modality>/attention_mask"}``, int64 [max_length] each."""
+        if self._tokenizer is None:
+            self._tokenizer = load_tokenizer(self.folder)
+        encoded = self._tokenizer(
+            text, pair, padding="max_length", truncation=True, max_length=self.max_length, return_tensors="np"
+        )
+        return {
+            f"{modality}/input_ids": encoded["input_ids"][0].astype(np.int64),
+            f"{modality}/attention_mask": encoded["attention_mask"][0].astype(np.int64),
+        }
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_tokenizer": None}
+
+
+class ImageTextAdapter(Adapter):
+    """Base of ``twitter2015`` and ``sarcasm``: subclasses implement ``rows(root, **options)``."""
+
+    modalities = {"text": "tokens", "image": "image"}
+    default_preset = "image-text"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tokenizer: TextTokenizer | None = None
+        self.image_size: int | None = None
+        self.crop = "resize"
+
+    def configure(
+        self, text_model: str | Path | None, max_length: int, image_size: int | None, crop: str
+    ) -> None:
+        """Check the shared options (a bad one is a ``LayoutError``: nothing could be cached)."""
+        tokenizer = TextTokenizer(text_model, max_length)
         if image_size is not None and int(image_size) < 1:
             raise LayoutError(f"image_size must be positive, got {image_size}")
         if crop not in CROPS:
             raise LayoutError(f"crop must be one of {', '.join(CROPS)}, got {crop!r}")
-        self.text_model = folder
-        self.max_length = int(max_length)
+        self.tokenizer = tokenizer
         self.image_size = int(image_size) if image_size is not None else None
         self.crop = crop
 
     def decode(self, item: SourceItem, preset: Preset) -> dict[str, np.ndarray]:
         if preset.frames is None:
             raise ValueError(f"preset {preset.name!r} has no image size (frames)")
-        if self._tokenizer is None:
-            self._tokenizer = load_tokenizer(self.text_model or default_text_folder())
-        encoded = self._tokenizer(
-            item.meta["text"],
-            item.meta.get("text_pair"),
-            padding="max_length",
-            truncation=True,
-            max_length=self.max_length,
-            return_tensors="np",
-        )
+        if self.tokenizer is None:
+            self.tokenizer = TextTokenizer(None, DEFAULT_MAX_LENGTH)
         size = self.image_size or preset.frames.size[0]
         return {
-            "text/input_ids": encoded["input_ids"][0].astype(np.int64),
-            "text/attention_mask": encoded["attention_mask"][0].astype(np.int64),
+            **self.tokenizer.encode("text", item.meta["text"], item.meta.get("text_pair")),
             "image/pixels": read_image_cropped(item.paths["image"], size, self.crop),
         }
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_tokenizer": None}
 
 
 def image_item(
