@@ -64,11 +64,12 @@ def test_image_text_manifest_scan_and_decode_tokenise_the_text_column(tmp_path: 
 
 @pytest.mark.slow
 def test_image_text_manifest_preps_under_its_name_and_trains(tmp_path: Path):
-    image_text_manifest(tmp_path)
-    out = tmp_path / "glyphs.h5"
+    (tmp_path / "raw").mkdir()
+    image_text_manifest(tmp_path / "raw")
+    out = tmp_path / "glyphs.h5"  # outside --root: prep refuses a cache inside its source folder
     result = CliRunner().invoke(
         app,
-        ["prep", "manifest", "--root", str(tmp_path), "--out", str(out), "--preset", "avmnist",
+        ["prep", "manifest", "--root", str(tmp_path / "raw"), "--out", str(out), "--preset", "avmnist",
          "--name", "glyphs", "--workers", "1", "--opt", "max_length=16"],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
@@ -109,7 +110,7 @@ def test_an_unknown_column_is_an_error_naming_it_or_a_warning_with_extra_ignore(
     items, issues = adapter.scan(tmp_path / "m.csv", extra="ignore")
     assert len(items) == 2 and not issues
     assert adapter.modalities == {"image": "image", "caption": "tokens"}
-    assert adapter.notes == (f"{tmp_path / 'm.csv'}: ignoring unknown column 'notes' (extra=ignore)",)
+    assert adapter.notes == [f"{tmp_path / 'm.csv'}: ignoring unknown column 'notes' (extra=ignore)"]
     run_prep("manifest", tmp_path / "m.csv", tmp_path / "m.h5", preset="avmnist", test_fraction=0,
              val_fraction=0, extra="ignore")  # fmt: skip
     assert "ignoring unknown column 'notes'" in capsys.readouterr().err

@@ -92,6 +92,7 @@ class SMVSampler(Sampler):
                 f"sampler option warmup={warmup} must be at least 1 (SMV values a trained model)"
             )
         self.warmup = int(warmup)
+        self._drawn: tuple[int, list[list[tuple[int, int]]]] | None = None  # (epoch, its batches)
         self.copies: np.ndarray | None = None  # [N, n] extra copies per sample and modality
         self.scored_epoch = -1
 
@@ -132,10 +133,22 @@ class SMVSampler(Sampler):
             out += [(int(i), j) for i in np.repeat(np.arange(self.num_samples), self.copies[:, j])]
         return out
 
+    def _epoch_batches(self, epoch: int) -> list[list[tuple[int, int]]]:
+        """The epoch's batches, drawn once: by whichever of :meth:`epoch_steps` and :meth:`plans`
+        asks first, so asking for the length never changes what is drawn."""
+        if self._drawn is None or self._drawn[0] != epoch:
+            entries = self.entries(epoch)
+            order = self.rng.permutation(len(entries))
+            self._drawn = (epoch, spread([entries[k] for k in order], self.batch_size))
+        return self._drawn[1]
+
+    def epoch_steps(self, epoch: int) -> int | None:
+        return len(self._epoch_batches(epoch))
+
     def plans(self, epoch: int) -> Iterator[Plan]:
-        entries = self.entries(epoch)
-        order = self.rng.permutation(len(entries))
-        for batch in spread([entries[k] for k in order], self.batch_size):
+        batches = self._epoch_batches(epoch)
+        self._drawn = None
+        for batch in batches:
             groups = []
             for j in (FULL, *range(len(self.modalities))):
                 rows = np.asarray([i for i, k in batch if k == j], dtype=np.int64)
