@@ -100,19 +100,19 @@ def test_three_modality_manifest_with_named_kinds_preps_and_trains(tmp_path: Pat
 
 
 def test_an_unknown_column_is_an_error_naming_it_or_a_warning_with_extra_ignore(tmp_path: Path, capsys):
-    png(tmp_path / "a.png", 0, 0)
-    png(tmp_path / "b.png", 1, 1)
-    rows = "id,label,image,caption:text,notes\na,x,a.png,one,n1\nb,y,b.png,two,n2\n"
+    for n, name in enumerate("abc"):
+        png(tmp_path / f"{name}.png", n % 2, n)
+    rows = ("id,label,split,image,caption:text,notes\na,x,train,a.png,one,n1\nb,y,val,b.png,two,n2\n"
+            "c,x,test,c.png,three,n3\n")  # one sample per split: prep refuses an empty split
     (tmp_path / "m.csv").write_text(rows)
     with pytest.raises(LayoutError, match=r"m\.csv: unknown column 'notes'; modality columns are"):
         ADAPTERS.get("manifest")().scan(tmp_path / "m.csv")
     adapter = ADAPTERS.get("manifest")()
     items, issues = adapter.scan(tmp_path / "m.csv", extra="ignore")
-    assert len(items) == 2 and not issues
+    assert len(items) == 3 and not issues
     assert adapter.modalities == {"image": "image", "caption": "tokens"}
     assert adapter.notes == [f"{tmp_path / 'm.csv'}: ignoring unknown column 'notes' (extra=ignore)"]
-    run_prep("manifest", tmp_path / "m.csv", tmp_path / "m.h5", preset="avmnist", test_fraction=0,
-             val_fraction=0, extra="ignore")  # fmt: skip
+    run_prep("manifest", tmp_path / "m.csv", tmp_path / "m.h5", preset="avmnist", extra="ignore")
     assert "ignoring unknown column 'notes'" in capsys.readouterr().err
     assert read_info(tmp_path / "m.h5").modalities == {"image": "image", "caption": "tokens"}
 
