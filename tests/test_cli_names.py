@@ -35,7 +35,7 @@ def test_source_scan_finds_what_the_registry_holds(kind: str) -> None:
     ("args", "hint"),
     [
         (["--sampler", "remx"], "did you mean 'remix'?"),
-        (["--method", "ogm"], "did you mean 'ogm-ge'?"),
+        (["--method", "ogm"], "did you mean 'ogm-ge'"),
         (["--fusion", "concatt"], "did you mean 'concat'?"),
         (["--encoders", "audio=cnn,visual=resnt18"], "did you mean 'resnet18'"),
         (["--preset", "ogmm"], "did you mean 'ogm'?"),

@@ -56,5 +56,5 @@ def test_missing_or_mismatched_predictions_leave_the_row_out_with_the_command(tm
         outcome.warnings
     )
     write_predictions(visual, "visual", 0, split="val")
-    outcome = write_report([root], tmp_path / "report.md")
+    outcome = write_report([root], tmp_path / "report.md", force=True)
     assert any("scored on 'val'" in w for w in outcome.warnings)
