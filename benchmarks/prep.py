@@ -143,9 +143,8 @@ def _decode_job(args: tuple[object, object, str]) -> None:
 
 def time_decode_only(root: Path, preset: str, workers: int) -> float:
     """The decode functions alone (adapter.decode in a spawn pool, arrays dropped): prep minus writing."""
-    from mmrebal.prep.adapters import ADAPTERS, load_builtin
+    from mmrebal.prep.adapters import ADAPTERS
 
-    load_builtin()
     adapter = ADAPTERS.get("kinetics-sounds")()
     started = time.perf_counter()
     items, _ = adapter.scan(root)

@@ -4,15 +4,19 @@ Importing a sampler or model module imports torch (about 2 s), so the command li
 registries themselves when it builds its help or checks ``--sampler remx`` at parse time. Every
 built-in entry is a literal ``REGISTRY.register("name")`` line, so scanning the sources finds the
 same names (a test keeps the two in step); the registries stay the authority once a run starts.
+The plugin files named in ``MMREBAL_PLUGINS`` are scanned too, as the registries import them.
 """
 
 from __future__ import annotations
 
 import difflib
+import os
 import re
 from functools import cache
 from pathlib import Path
 from typing import Any
+
+from mmrebal.registry import PLUGINS_ENV
 
 _PACKAGE = Path(__file__).resolve().parent
 # kind -> (registry variable, package folder its entries live in)
@@ -34,8 +38,10 @@ def registered(kind: str) -> tuple[str, ...]:
     variable, folder = KINDS[kind]
     pattern = re.compile(rf"\b{variable}\.register\(\s*[\"']([^\"']+)[\"']")
     found: set[str] = set()
-    for path in sorted((_PACKAGE / folder).rglob("*.py")):
-        found.update(pattern.findall(path.read_text()))
+    plugins = [Path(p) for p in os.environ.get(PLUGINS_ENV, "").split(os.pathsep) if p]
+    for path in [*sorted((_PACKAGE / folder).rglob("*.py")), *plugins]:
+        if path.is_file():
+            found.update(pattern.findall(path.read_text()))
     return tuple(sorted(found))
 
 

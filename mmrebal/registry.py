@@ -1,21 +1,32 @@
-"""A name registry so that a new sampler, method, encoder or adapter is one file plus one line.
+"""One registry class, so that a new sampler, method, encoder, fusion, adapter or preset is one file.
 
-:meth:`Registry.build` also checks user options (``--sampler-opt`` and friends) against the
-factory's signature before anything is constructed: an unknown name gets a did-you-mean, and each
-value is coerced to its annotation or refused with one line naming the option, so ``warmup=2.7``
-never silently becomes 2 and ``cumulative=maybe`` never becomes True.
+A registry made with ``package`` imports every module of that package the first time it is asked
+for a name, so a plugin module's ``@REG.register("name")`` line is all the wiring it needs; it also
+imports the files named in ``MMREBAL_PLUGINS`` (``os.pathsep``-separated ``.py`` paths), so a user's
+own sampler is one file outside the tree. A registered class gets ``name`` set to its registered
+name (it is typed once). :meth:`Registry.build` checks user options (``--sampler-opt`` and friends)
+against the factory's signature before anything is constructed: an unknown name gets a
+did-you-mean, and each value is coerced to its annotation or refused with one line naming the
+option, so ``warmup=2.7`` never silently becomes 2 and ``cumulative=maybe`` never becomes True.
 """
 
 from __future__ import annotations
 
 import difflib
+import importlib
+import importlib.util
 import inspect
+import os
+import pkgutil
+import sys
 import types
 import typing
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
+PLUGINS_ENV = "MMREBAL_PLUGINS"
 
 
 class OptionError(ValueError):
@@ -23,22 +34,46 @@ class OptionError(ValueError):
 
 
 class Registry(Generic[T]):
-    """Maps names to factories; ``@REG.register("name")`` adds one, ``REG.get(name)`` finds it."""
+    """Maps names to factories; ``@REG.register("name")`` adds one, ``REG.get(name)`` finds it.
 
-    def __init__(self, kind: str) -> None:
+    ``package``: the dotted package whose modules hold the entries (imported on first use).
+    ``reserved``: the arguments the calling code passes itself, which no user option may name.
+    """
+
+    def __init__(self, kind: str, package: str | None = None, reserved: Iterable[str] = ()) -> None:
         self.kind = kind
+        self.package = package
+        self.reserved = tuple(reserved)
         self._items: dict[str, T] = {}
+        self._loaded = package is None
 
     def register(self, name: str) -> Callable[[T], T]:
         def add(obj: T) -> T:
             if name in self._items:
                 raise ValueError(f"{self.kind} {name!r} is registered twice")
             self._items[name] = obj
+            if inspect.isclass(obj):
+                obj.name = name  # type: ignore[attr-defined]
             return obj
 
         return add
 
+    def _load(self) -> None:
+        """Import the package's modules and the plugin files once, so their register lines have run."""
+        if self._loaded:
+            return
+        self._loaded = True  # first: a plugin module importing the package must not recurse here
+        try:
+            package = importlib.import_module(str(self.package))
+            for module in pkgutil.walk_packages(package.__path__, f"{package.__name__}."):
+                importlib.import_module(module.name)
+            load_plugins()
+        except BaseException:
+            self._loaded = False
+            raise
+
     def get(self, name: str) -> T:
+        self._load()
         try:
             return self._items[name]
         except KeyError:
@@ -53,14 +88,56 @@ class Registry(Generic[T]):
         option may not name one of them.
         """
         factory = self.get(name)
-        checked = check_options(f"{self.kind} {name!r}", factory, options, reserved=fixed)
+        reserved = {*self.reserved, *fixed}
+        checked = check_options(f"{self.kind} {name!r}", factory, options, reserved=reserved)
         return factory(*args, **fixed, **checked)  # type: ignore[operator]
 
     def names(self) -> list[str]:
+        self._load()
         return sorted(self._items)
 
+    def items(self) -> dict[str, T]:
+        """Name -> entry, sorted by name."""
+        return {name: self._items[name] for name in self.names()}
+
     def __contains__(self, name: str) -> bool:
+        self._load()
         return name in self._items
+
+
+_imported_plugins: set[Path] = set()
+
+
+def load_plugins() -> None:
+    """Import each ``.py`` file named in ``MMREBAL_PLUGINS`` (once per process); a missing file is
+    one line naming the variable."""
+    for entry in filter(None, os.environ.get(PLUGINS_ENV, "").split(os.pathsep)):
+        path = Path(entry).expanduser().resolve()
+        if path in _imported_plugins:
+            continue
+        if path.suffix != ".py" or not path.is_file():
+            raise FileNotFoundError(f"{PLUGINS_ENV} names {entry}, which is not a .py file")
+        _imported_plugins.add(path)
+        name = f"mmrebal_plugin_{path.stem}"
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+        sys.modules[name] = module
+        spec.loader.exec_module(module)  # type: ignore[union-attr]
+
+
+def signature_chain(factory: Callable) -> Iterator[Callable]:
+    """The functions whose parameters make up ``factory``'s options: a function itself, or a class's
+    ``__init__``s up the MRO for as long as each one passes ``**kwargs`` on to the next."""
+    if not inspect.isclass(factory):
+        yield factory
+        return
+    for klass in factory.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        yield init
+        if not any(p.kind is p.VAR_KEYWORD for p in inspect.signature(init).parameters.values()):
+            return
 
 
 def keyword_defaults(cls: type, skip: Iterable[str] = ()) -> dict[str, Any]:
@@ -68,10 +145,7 @@ def keyword_defaults(cls: type, skip: Iterable[str] = ()) -> dict[str, Any]:
     (a subclass's default wins), so a run can record the options it really ran with."""
     out: dict[str, Any] = {}
     skipped = set(skip) | {"self"}
-    for klass in cls.__mro__:
-        init = klass.__dict__.get("__init__")
-        if init is None:
-            continue
+    for init in signature_chain(cls):
         for name, p in inspect.signature(init).parameters.items():
             if name in skipped or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) or name in out:
                 continue
@@ -88,12 +162,8 @@ def _did_you_mean(name: str, known: Iterable[str]) -> str:
 def option_parameters(factory: Callable) -> dict[str, Any] | None:
     """Keyword parameters -> annotation (``Any`` when unknown) of ``factory``, following
     ``*args, **kwargs`` up a class's MRO; None when the factory takes arbitrary keywords."""
-    if inspect.isclass(factory):
-        functions = [k.__dict__["__init__"] for k in factory.__mro__ if "__init__" in k.__dict__]
-    else:
-        functions = [factory]
     found: dict[str, Any] = {}
-    for function in functions:
+    for function in signature_chain(factory):
         try:
             hints = typing.get_type_hints(function)
         except Exception:  # an annotation that does not evaluate: check names only
@@ -104,9 +174,7 @@ def option_parameters(factory: Callable) -> dict[str, Any] | None:
                 found.setdefault(pname, hints.get(pname, Any))
         if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
             return found
-        if not inspect.isclass(factory):
-            return None
-    return None  # the chain ended in object.__init__, which takes anything
+    return None  # a function taking **kwargs, or a chain ending in object.__init__ (takes anything)
 
 
 def check_options(

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from mmrebal.cache.format import read_info
 from mmrebal.cli import app
 from mmrebal.media.video import write_clip
-from mmrebal.prep.adapters import ADAPTERS, LayoutError, PrepIssue, SourceItem, load_builtin
+from mmrebal.prep.adapters import ADAPTERS, LayoutError, PrepIssue, SourceItem
 from mmrebal.prep.adapters.kinetics_sounds import KS31
 from mmrebal.prep.presets import PRESETS
 
@@ -25,11 +25,6 @@ from mmrebal.prep.presets import PRESETS
 _SHARED_FSDD = Path(__file__).resolve().parents[2] / "shared" / "data" / "fsdd" / "recordings"
 FSDD = Path(os.environ.get("MMREBAL_FSDD", _SHARED_FSDD))
 EMOTIONS = ("NEU", "HAP", "SAD", "FEA", "DIS", "ANG")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _adapters() -> None:
-    load_builtin()
 
 
 def frames(count: int = 6, size: int = 32, seed: int = 0) -> np.ndarray:
@@ -384,7 +379,6 @@ def test_manifest_fsdd_through_run_prep_to_a_cache(tmp_path: Path):
 
 @pytest.mark.parametrize("name", ["kinetics-sounds", "ave", "nvgesture", "twitter2015", "sarcasm"])
 def test_a_root_that_is_not_a_folder_is_one_layout_error(name: str, tmp_path: Path) -> None:
-    load_builtin()
     for root in (None, tmp_path / "missing"):
         with pytest.raises(LayoutError, match=r"^.*: not a folder; --root must "):
             ADAPTERS.get(name)().scan(root)

@@ -13,18 +13,13 @@ from typer.testing import CliRunner
 from mmrebal.cache.format import read_info
 from mmrebal.cli import app
 from mmrebal.media.video import write_clip
-from mmrebal.prep.adapters import ADAPTERS, LayoutError, load_builtin
+from mmrebal.prep.adapters import ADAPTERS, LayoutError
 from mmrebal.prep.presets import PRESETS
 
 torch.set_num_threads(1)
 HEADER = "Category&VideoID&Quality&StartTime&EndTime"
 CATEGORIES = ("Church bell", "Male speech, man speaking", "Bark")
 SPLITS = {"trainSet.txt": 6, "valSet.txt": 2, "testSet.txt": 2}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _adapters() -> None:
-    load_builtin()
 
 
 def clip(path: Path, seed: int, seconds: float = 1.0, rate: int = 16000) -> None:

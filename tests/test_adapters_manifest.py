@@ -15,18 +15,13 @@ from typer.testing import CliRunner
 from mmrebal.cache.format import read_info
 from mmrebal.cli import app
 from mmrebal.media.video import write_clip
-from mmrebal.prep.adapters import ADAPTERS, LayoutError, load_builtin
+from mmrebal.prep.adapters import ADAPTERS, LayoutError
 from mmrebal.prep.adapters.text_common import default_text_folder, load_tokenizer
 from mmrebal.prep.presets import PRESETS
 from mmrebal.prep.runner import PrepFailed, run_prep
 from mmrebal.report.runs import find_runs
 
 torch.set_num_threads(1)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _adapters() -> None:
-    load_builtin()
 
 
 def three_modality_manifest(root: Path, count: int = 18) -> Path:

@@ -16,18 +16,13 @@ from mmrebal.cli import app
 from mmrebal.media import MediaError
 from mmrebal.media.flow import farneback_flow, flow_to_frames, read_flow
 from mmrebal.media.video import read_frames
-from mmrebal.prep.adapters import ADAPTERS, LayoutError, load_builtin
+from mmrebal.prep.adapters import ADAPTERS, LayoutError
 from mmrebal.prep.presets import PRESETS
 
 torch.set_num_threads(1)
 TRAIN_LIST = "nvgesture_train_correct_cvpr2016_v2.lst"
 TEST_LIST = "nvgesture_test_correct_cvpr2016_v2.lst"
 V1 = {TRAIN_LIST: "nvgesture_train_correct_cvpr2016.lst", TEST_LIST: "nvgesture_test_correct_cvpr2016.lst"}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _adapters() -> None:
-    load_builtin()
 
 
 def write_avi(path: Path, frames: np.ndarray, fps: int = 30) -> None:

@@ -14,7 +14,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from mmrebal.cli import app
-from mmrebal.prep.adapters import ADAPTERS, LayoutError, SourceItem, load_builtin
+from mmrebal.prep.adapters import ADAPTERS, LayoutError, SourceItem
 from mmrebal.prep.adapters.text_common import default_text_folder, load_tokenizer, read_image_cropped
 from mmrebal.prep.presets import PRESETS
 from mmrebal.prep.runner import run_prep
@@ -24,11 +24,6 @@ torch.set_num_threads(1)
 TRAIN_DEV_HEADER = "index\t#1 Label\t#2 ImageID\t#3 String\t#3 String"
 TEST_HEADER = "index\t#1 ImageID\t#2 String\t#2 String"
 WORDS = ("sunny", "rainy", "happy", "angry", "great", "awful")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _adapters() -> None:
-    load_builtin()
 
 
 def jpg(path: Path, seed: int, size: tuple[int, int] = (40, 30)) -> None:

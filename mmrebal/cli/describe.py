@@ -11,43 +11,39 @@ import typer
 
 from mmrebal.engine.config import TRAIN_PRESETS
 from mmrebal.names import check, unknown_message
+from mmrebal.registry import Registry, signature_chain
 
-# Arguments the trainer passes itself: not options a user sets.
-_CONTRACT = {
-    "sampler": ("self", "num_samples", "labels", "modalities", "batch_size", "epochs", "seed"),
-    "method": ("self", "modalities"),
-    "fusion": ("self", "modalities", "feature_dim", "num_classes"),
-    "encoder": ("self", "kind", "feature_dim"),
-}
 LISTS = {"samplers": "sampler", "methods": "method", "fusions": "fusion", "encoders": "encoder"}
 
 
-def load(kind: str) -> dict[str, Any]:
-    """The live registry of ``kind`` (imports torch), as name -> class or factory."""
+def registry(kind: str) -> Registry:
+    """The live registry of ``kind`` (importing it imports torch)."""
     if kind == "sampler":
-        from mmrebal.samplers import SAMPLERS as registry
-        from mmrebal.samplers import _load_builtin
-    elif kind == "method":
-        from mmrebal.methods import METHODS as registry
-        from mmrebal.methods import _load_builtin
-    else:
-        from mmrebal.models import ENCODERS, FUSIONS
+        from mmrebal.samplers import SAMPLERS
 
-        registry, _load_builtin = (FUSIONS if kind == "fusion" else ENCODERS), (lambda: None)
-    _load_builtin()
-    return {name: registry.get(name) for name in registry.names()}
+        return SAMPLERS
+    if kind == "method":
+        from mmrebal.methods import METHODS
+
+        return METHODS
+    from mmrebal.models import ENCODERS, FUSIONS
+
+    return FUSIONS if kind == "fusion" else ENCODERS
+
+
+def load(kind: str) -> dict[str, Any]:
+    """The live registry of ``kind`` as name -> class or factory."""
+    return registry(kind).items()
 
 
 def options(obj: Any, kind: str) -> list[tuple[str, str, Any]]:
-    """(name, type, default) of every keyword option, a subclass's signature first (as it wins)."""
+    """(name, type, default) of every keyword option, a subclass's signature first (as it wins); the
+    arguments mmrebal passes itself (the registry's ``reserved``) are not options."""
     out: dict[str, tuple[str, str, Any]] = {}
-    if isinstance(obj, type):
-        inits = [k.__dict__["__init__"] for k in obj.__mro__ if "__init__" in k.__dict__]
-    else:  # an encoder factory function
-        inits = [obj]
-    for init in inits:
+    skip = {"self", *registry(kind).reserved}
+    for init in signature_chain(obj):
         for name, p in inspect.signature(init).parameters.items():
-            if name in _CONTRACT[kind] or name in out or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            if name in skip or name in out or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
                 continue
             hint = p.annotation if isinstance(p.annotation, str) else getattr(p.annotation, "__name__", "")
             out[name] = (name, hint or "?", None if p.default is p.empty else p.default)

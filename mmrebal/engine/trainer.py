@@ -355,13 +355,14 @@ class Trainer:
 
     def ran_with(self) -> dict[str, dict[str, Any]]:
         """The sampler's and the method's options with their defaults filled in, for the report."""
+        from mmrebal.methods import METHODS
         from mmrebal.registry import keyword_defaults
+        from mmrebal.samplers import SAMPLERS
 
-        contract = ("num_samples", "labels", "modalities", "batch_size", "epochs", "seed")
         c = self.config
         return {
-            "sampler": {**keyword_defaults(type(self.sampler), contract), **c.sampler_options},
-            "method": {**keyword_defaults(type(self.method), ("modalities",)), **c.method_options},
+            "sampler": {**keyword_defaults(type(self.sampler), SAMPLERS.reserved), **c.sampler_options},
+            "method": {**keyword_defaults(type(self.method), METHODS.reserved), **c.method_options},
         }
 
     def prepare_run_dir(self) -> None:

@@ -1,4 +1,5 @@
-"""Model-side methods (joint, fused, unimodal, ogm-ge, mla, pmr, agm), by name."""
+"""Model-side methods (joint, fused, unimodal, ogm-ge, mla, pmr, agm), by name; each module registers
+its own."""
 
 from __future__ import annotations
 
@@ -8,17 +9,11 @@ from typing import Any
 from mmrebal.methods.base import Method, ModalityStats, StepContext, StepResult
 from mmrebal.registry import Registry
 
-METHODS: Registry[type[Method]] = Registry("method")
+METHODS: Registry[type[Method]] = Registry("method", __name__, reserved=("modalities",))
 
 __all__ = ["METHODS", "Method", "ModalityStats", "StepContext", "StepResult", "create_method"]
 
 
 def create_method(name: str, modalities: Sequence[str], **options: Any) -> Method:
     """Build method ``name``; a wrong option name or value is one clear error (see ``Registry.build``)."""
-    _load_builtin()
     return METHODS.build(name, options, modalities=modalities)
-
-
-def _load_builtin() -> None:
-    """Import the built-in method modules so their ``@METHODS.register`` lines run."""
-    from mmrebal.methods import agm, fused, joint, mla, ogm_ge, pmr, unimodal  # noqa: F401

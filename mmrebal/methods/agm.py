@@ -103,8 +103,6 @@ def modulation_coefficients(
 
 @METHODS.register("agm")
 class AGM(ModulationWindow, WeightedLoss):
-    name = "agm"
-
     def __init__(
         self,
         modalities: Sequence[str],

@@ -15,7 +15,5 @@ from mmrebal.methods.joint import WeightedLoss
 
 @METHODS.register("fused")
 class Fused(WeightedLoss):
-    name = "fused"
-
     def __init__(self, modalities: Sequence[str]) -> None:
         super().__init__(modalities, fused_weight=1.0, unimodal_weight=0.0)

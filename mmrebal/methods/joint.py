@@ -133,4 +133,4 @@ class WeightedLoss(Method):
 
 @METHODS.register("joint")
 class Joint(WeightedLoss):
-    name = "joint"
+    """The joint loss with its default weights: fused + every unimodal term."""

@@ -91,8 +91,6 @@ def entropy_weights(logits: Sequence[torch.Tensor], per_batch: bool = False) -> 
 
 @METHODS.register("mla")
 class MLA(Method):
-    name = "mla"
-
     def __init__(
         self,
         modalities: Sequence[str],

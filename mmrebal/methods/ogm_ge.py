@@ -66,8 +66,6 @@ def modulation_coefficients(
 
 @METHODS.register("ogm-ge")
 class OGMGE(WeightedLoss):
-    name = "ogm-ge"
-
     def __init__(
         self,
         modalities: Sequence[str],

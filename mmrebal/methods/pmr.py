@@ -77,8 +77,6 @@ def class_means(
 
 @METHODS.register("pmr")
 class PMR(ModulationWindow, WeightedLoss):
-    name = "pmr"
-
     def __init__(
         self,
         modalities: Sequence[str],

@@ -31,8 +31,6 @@ from mmrebal.models.model import Batch, ModelOutput
 
 @METHODS.register("unimodal")
 class Unimodal(Method):
-    name = "unimodal"
-
     def __init__(self, modalities: Sequence[str], modality: str | None = None) -> None:
         super().__init__(modalities)
         if modality not in self.modalities:

@@ -7,7 +7,7 @@ from typing import Any
 from mmrebal.models.encoders import DEFAULT_ENCODER, ENCODERS
 from mmrebal.models.fusion import FUSIONS, Fusion
 from mmrebal.models.model import ModelOutput, MultimodalModel
-from mmrebal.registry import check_options
+from mmrebal.registry import Registry, check_options
 
 __all__ = ["ENCODERS", "FUSIONS", "Fusion", "ModelOutput", "MultimodalModel", "build_model"]
 
@@ -33,9 +33,9 @@ def _check_shape(modality: str, kind: str, shapes: dict[str, tuple[int, ...]]) -
         raise ValueError(f"{key} has per-sample shape {shapes[key]}, expected {rank} dimensions for {kind}")
 
 
-def _check_options(what: str, factory: Any, given: dict[str, Any]) -> dict[str, Any]:
+def _check_options(what: str, registry: Registry, factory: Any, given: dict[str, Any]) -> dict[str, Any]:
     """One clear line for a misspelt option or a wrong value instead of an error from deep inside."""
-    return check_options(what, factory, given, reserved=("kind", "feature_dim", "modalities", "num_classes"))
+    return check_options(what, factory, given, reserved=registry.reserved)
 
 
 def build_model(
@@ -77,9 +77,9 @@ def build_model(
         _check_shape(m, kind, shapes)
         name = encoders.get(m, DEFAULT_ENCODER[kind])
         factory = ENCODERS.get(name)
-        checked = _check_options(f"encoder {name!r} of {m!r}", factory, options.get(m, {}))
+        checked = _check_options(f"encoder {name!r} of {m!r}", ENCODERS, factory, options.get(m, {}))
         built[m] = factory(kind, feature_dim, **checked)
     fusion_cls = FUSIONS.get(fusion)
-    fusion_kwargs = _check_options(f"fusion {fusion!r}", fusion_cls, fusion_options or {})
+    fusion_kwargs = _check_options(f"fusion {fusion!r}", FUSIONS, fusion_cls, fusion_options or {})
     fusion_module = fusion_cls(list(modalities), feature_dim, num_classes, **fusion_kwargs)
     return MultimodalModel(dict(modalities), built, fusion_module, feature_dim, num_classes, unimodal_logits)

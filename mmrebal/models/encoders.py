@@ -17,7 +17,9 @@ from torch import nn
 
 from mmrebal.registry import Registry
 
-ENCODERS: Registry[Callable[..., nn.Module]] = Registry("encoder")
+ENCODERS: Registry[Callable[..., nn.Module]] = Registry(
+    "encoder", "mmrebal.models", reserved=("kind", "feature_dim")
+)
 
 IN_CHANNELS = {"spectrogram": 1, "frames": 3, "image": 3}
 

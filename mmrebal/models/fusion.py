@@ -68,7 +68,9 @@ class Fusion(nn.Module):
         return self.modalities.index(name)
 
 
-FUSIONS: Registry[type[Fusion]] = Registry("fusion")
+FUSIONS: Registry[type[Fusion]] = Registry(
+    "fusion", "mmrebal.models", reserved=("modalities", "feature_dim", "num_classes")
+)
 
 
 @FUSIONS.register("concat")

@@ -36,7 +36,7 @@ from typing import Any
 
 from mmrebal.cache.writer import Entry, SampleJournal, assemble
 from mmrebal.media import MediaError
-from mmrebal.prep.adapters import ADAPTERS, Adapter, PrepIssue, SourceItem, load_builtin
+from mmrebal.prep.adapters import ADAPTERS, Adapter, PrepIssue, SourceItem
 from mmrebal.prep.presets import PRESETS, Preset
 from mmrebal.prep.splits import grouped_holdout, stratified_carve
 from mmrebal.storage import Busy, ExclusiveLock, atomic_write_bytes, remove_stale_temps, writing
@@ -65,7 +65,6 @@ class PrepReport:
 
 
 def adapter_class(dataset: str) -> type[Adapter]:
-    load_builtin()
     return ADAPTERS.get(dataset)
 
 

@@ -137,31 +137,36 @@ def warmup_warnings(name: str, warmup: int, epochs: int, what: str) -> list[str]
     ]
 
 
+@dataclass(frozen=True)
+class SamplerSetup:
+    """What the trainer fixes for every sampler (a subclass's own options come after it as keywords)."""
+
+    num_samples: int
+    labels: np.ndarray
+    modalities: tuple[str, ...]
+    batch_size: int
+    epochs: int
+    seed: int = 0
+
+
 class Sampler(ABC):
-    """Base class: subclasses implement :meth:`plans` and whatever feedback hooks they use.
+    """Base class: subclasses implement :meth:`plans` and whatever feedback hooks they use, and take
+    ``(setup, *, their options)``; the registry sets ``name``.
 
     ``rng`` is the only source of randomness so that ``state_dict`` makes resume exact.
     """
 
     name: str = "sampler"
 
-    def __init__(
-        self,
-        num_samples: int,
-        labels: np.ndarray,
-        modalities: Sequence[str],
-        batch_size: int,
-        epochs: int,
-        seed: int = 0,
-    ) -> None:
-        if len(modalities) < 2:
+    def __init__(self, setup: SamplerSetup) -> None:
+        if len(setup.modalities) < 2:
             raise ValueError("a multimodal sampler needs at least two modalities")
-        self.num_samples = num_samples
-        self.labels = np.asarray(labels)
-        self.modalities = tuple(modalities)
-        self.batch_size = batch_size
-        self.epochs = epochs
-        self.rng = np.random.default_rng(seed)
+        self.num_samples = setup.num_samples
+        self.labels = np.asarray(setup.labels)
+        self.modalities = tuple(setup.modalities)
+        self.batch_size = setup.batch_size
+        self.epochs = setup.epochs
+        self.rng = np.random.default_rng(setup.seed)
         self.step_rows: list[dict[str, Any]] = []
         self.sample_rows: list[dict[str, Any]] = []
 

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from mmrebal.samplers import SAMPLERS
-from mmrebal.samplers.base import Group, Plan, Sampler, ScoreResult
+from mmrebal.samplers.base import Group, Plan, Sampler, SamplerSetup, ScoreResult
 
 TRACE_MODALITY = "all"  # samples.parquet ``modality`` of BSS rows: the scores describe the whole sample
 
@@ -68,16 +68,12 @@ class BalanceScoredSampler(Sampler):
 
     def __init__(
         self,
-        num_samples: int,
-        labels: np.ndarray,
-        modalities: Sequence[str],
-        batch_size: int,
-        epochs: int,
-        seed: int = 0,
+        setup: SamplerSetup,
+        *,
         loss: str = "fused",
         drop_last: bool = False,
     ) -> None:
-        super().__init__(num_samples, labels, modalities, batch_size, epochs, seed)
+        super().__init__(setup)
         if loss not in ("fused", "reference", *self.modalities):
             raise ValueError(f"sampler option loss={loss!r} is not fused, reference or a modality")
         self.loss_kind = loss
@@ -151,8 +147,6 @@ class BSSCurriculumSampler(BalanceScoredSampler):
     ``rounding`` (ceil | floor: the reference truncates), ``loss`` (fused | reference | a modality),
     ``drop_last`` (False; the reference drops the last partial batch).
     """
-
-    name = "bss"
 
     def __init__(
         self,

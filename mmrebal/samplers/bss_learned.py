@@ -47,8 +47,6 @@ class BSSLearnedSampler(BalanceScoredSampler):
     ``drop_last`` (False; the reference drops the last partial batch).
     """
 
-    name = "bss-l"
-
     def __init__(self, *args: Any, mu: float = 0.0, period: int = 1, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         if not 0 <= mu < 1:

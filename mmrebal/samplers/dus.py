@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from mmrebal.samplers import SAMPLERS
-from mmrebal.samplers.base import Group, Plan, Sampler, StepFeedback
+from mmrebal.samplers.base import Group, Plan, Sampler, SamplerSetup, StepFeedback
 from mmrebal.samplers.discrepancy import SCORE_KINDS, CumulativeScore, step_discrepancy
 
 
@@ -121,12 +121,8 @@ class UnimodalBatchSampler(Sampler):
 
     def __init__(
         self,
-        num_samples: int,
-        labels: np.ndarray,
-        modalities: Sequence[str],
-        batch_size: int,
-        epochs: int,
-        seed: int = 0,
+        setup: SamplerSetup,
+        *,
         score: str = "sum",
         cs_reset: str = "run",
         cumulative: bool = True,
@@ -134,19 +130,21 @@ class UnimodalBatchSampler(Sampler):
         steps_per_epoch: int | None = None,
         loss: str = "sum",
     ) -> None:
-        super().__init__(num_samples, labels, modalities, batch_size, epochs, seed)
-        if batch_size > num_samples:
-            raise ValueError(f"batch size {batch_size} exceeds the {num_samples} training samples")
+        super().__init__(setup)
+        if self.batch_size > self.num_samples:
+            raise ValueError(
+                f"batch size {self.batch_size} exceeds the {self.num_samples} training samples"
+            )
         self.loss_kind = check_choice("loss", loss, ("sum", "mean"))
         self.score_kind = check_choice("score", score, SCORE_KINDS)
         self.cs_reset = check_choice("cs_reset", cs_reset, ("run", "epoch"))
         self.cumulative = bool(cumulative)
         self.streams_kind = check_choice("streams", streams, ("shared", "independent"))
-        self.steps_per_epoch = int(steps_per_epoch or math.ceil(num_samples / batch_size))
+        self.steps_per_epoch = int(steps_per_epoch or math.ceil(self.num_samples / self.batch_size))
         self.cum = CumulativeScore(self.modalities)
         self.latest = {m: 0.0 for m in self.modalities}
         n_streams = len(self.modalities) if self.streams_kind == "independent" else 1
-        self.streams = [IndexStream(num_samples) for _ in range(n_streams)]
+        self.streams = [IndexStream(self.num_samples) for _ in range(n_streams)]
         self.sizes = self.initial_sizes()
         # trace columns of plans drawn but not yet fed back (the trainer's loader may run ahead)
         self.pending: deque[dict[str, dict[str, Any]]] = deque()
@@ -334,8 +332,6 @@ class DUSSampler(ProportionalBatchSampler):
     (batch: s^ / N_B when score=sum, as is when score=mean | total: s^ / sum_k s^(k) | none).
     The first epoch uses the initial action N_B/m per modality.
     """
-
-    name = "dus"
 
     def __init__(
         self,

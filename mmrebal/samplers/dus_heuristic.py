@@ -52,8 +52,6 @@ class DUSHeuristicSampler(UnimodalBatchSampler):
     feedback no modality is dominant and all get N_B rows.
     """
 
-    name = "dus-h"
-
     def __init__(
         self,
         *args: Any,
@@ -156,8 +154,6 @@ class DUSDiscrepancySampler(ProportionalBatchSampler):
     Options: ``update`` (epoch: recomputed after each epoch, Algorithm 1's cadence | step), plus
     ``cumulative=False`` for "w/o CS" (the latest s_t instead of s^). Starts at N_B/m each.
     """
-
-    name = "dus-ds"
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

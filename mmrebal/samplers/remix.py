@@ -16,13 +16,13 @@ reverse order.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
 from mmrebal.samplers import SAMPLERS
-from mmrebal.samplers.base import Group, Plan, Sampler, ScoreResult, warmup_warnings
+from mmrebal.samplers.base import Group, Plan, Sampler, SamplerSetup, ScoreResult, warmup_warnings
 from mmrebal.samplers.dus import check_choice
 
 
@@ -56,16 +56,10 @@ class RemixSampler(Sampler):
     (last | first | random).
     """
 
-    name = "remix"
-
     def __init__(
         self,
-        num_samples: int,
-        labels: np.ndarray,
-        modalities: Sequence[str],
-        batch_size: int,
-        epochs: int,
-        seed: int = 0,
+        setup: SamplerSetup,
+        *,
         warmup: int = 10,
         warmup_weight: float = 0.5,
         gamma: float = 1.0,
@@ -73,7 +67,7 @@ class RemixSampler(Sampler):
         sequence: str | None = None,
         tie: str = "last",
     ) -> None:
-        super().__init__(num_samples, labels, modalities, batch_size, epochs, seed)
+        super().__init__(setup)
         self.warmup = int(warmup)
         self.warmup_weight = float(warmup_weight)
         self.gamma = float(gamma)

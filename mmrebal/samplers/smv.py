@@ -21,13 +21,13 @@ modality's features from the fused classifier; the two differ by the fusion bias
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
 from mmrebal.samplers import SAMPLERS
-from mmrebal.samplers.base import Group, Plan, Sampler, ScoreResult, warmup_warnings
+from mmrebal.samplers.base import Group, Plan, Sampler, SamplerSetup, ScoreResult, warmup_warnings
 
 FULL = -1  # the modality index of an entry that carries every modality
 
@@ -74,19 +74,13 @@ def spread(entries: list[tuple[int, int]], batch_size: int) -> list[list[tuple[i
 class SMVSampler(Sampler):
     """Options: ``warmup`` (5 epochs of plain batches before the first valuation)."""
 
-    name = "smv"
-
     def __init__(
         self,
-        num_samples: int,
-        labels: np.ndarray,
-        modalities: Sequence[str],
-        batch_size: int,
-        epochs: int,
-        seed: int = 0,
+        setup: SamplerSetup,
+        *,
         warmup: int = 5,
     ) -> None:
-        super().__init__(num_samples, labels, modalities, batch_size, epochs, seed)
+        super().__init__(setup)
         if int(warmup) < 1:
             raise ValueError(
                 f"sampler option warmup={warmup} must be at least 1 (SMV values a trained model)"

@@ -11,8 +11,6 @@ from mmrebal.samplers.base import Group, Plan, Sampler
 
 @SAMPLERS.register("uniform")
 class UniformSampler(Sampler):
-    name = "uniform"
-
     def epoch_steps(self, epoch: int) -> int:
         return math.ceil(self.num_samples / self.batch_size)
 

@@ -31,7 +31,6 @@ DUPLICATES = ("last", "first", "drop")
 
 @ADAPTERS.register("ave")
 class AveAdapter(Adapter):
-    name = "ave"
     modalities = {"audio": "spectrogram", "visual": "frames"}
     default_preset = "ave"
 

@@ -35,7 +35,6 @@ _DEFAULTS = AvmnistSpec()
 
 @ADAPTERS.register("avmnist")
 class AvmnistAdapter(Adapter):
-    name = "avmnist"
     modalities = {"audio": "spectrogram", "visual": "frames"}
     default_preset = "avmnist"
     classes = tuple(str(digit) for digit in range(10))

@@ -29,7 +29,6 @@ LFS_POINTER_MAX_BYTES = 1024  # pointers are ~130 bytes; no real clip is this sm
 
 @ADAPTERS.register("cremad")
 class CremadAdapter(Adapter):
-    name = "cremad"
     modalities = {"audio": "spectrogram", "visual": "frames"}
     default_preset = "ogm"
     classes = CLASSES

@@ -79,7 +79,6 @@ CONVENTIONS = ("auto", "kinetics", "ogm")
 
 @ADAPTERS.register("kinetics-sounds")
 class KineticsSoundsAdapter(Adapter):
-    name = "kinetics-sounds"
     modalities = {"audio": "spectrogram", "visual": "frames"}
     default_preset = "bss-ks"
 

@@ -70,7 +70,6 @@ def parse_columns(header: list[str], where: str) -> tuple[dict[str, tuple[str, s
 
 @ADAPTERS.register("manifest")
 class ManifestAdapter(Adapter):
-    name = "manifest"
     default_preset = "ogm"
 
     def __init__(self) -> None:

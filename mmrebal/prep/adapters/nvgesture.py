@@ -51,7 +51,6 @@ _REQUIRED = ("path", "color", "depth", "label")
 
 @ADAPTERS.register("nvgesture")
 class NvGestureAdapter(Adapter):
-    name = "nvgesture"
     modalities = {"rgb": "frames", "depth": "frames", "flow": "frames"}
     default_preset = "nvgesture"
     classes = CLASSES

@@ -56,7 +56,6 @@ CLASSES = ("non-sarcastic", "sarcastic")
 
 @ADAPTERS.register("sarcasm")
 class SarcasmAdapter(ImageTextAdapter):
-    name = "sarcasm"
     classes = CLASSES
 
     def scan(

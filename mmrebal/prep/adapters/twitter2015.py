@@ -33,7 +33,6 @@ IMAGE_DIR = "twitter2015_images"
 
 @ADAPTERS.register("twitter2015")
 class Twitter2015Adapter(ImageTextAdapter):
-    name = "twitter2015"
     classes = CLASSES
 
     def scan(
