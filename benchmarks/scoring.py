@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.table import Table
 from train_step import synthetic_cache
 
+from mmrebal.engine.build import build_run
 from mmrebal.engine.config import resolve_config
 from mmrebal.engine.trainer import Trainer
 
@@ -41,7 +42,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         cache = args.cache or synthetic_cache(Path(tmp) / "bench.h5", args.train_samples)
         config = resolve_config({"cache": str(cache), "out": str(Path(tmp) / "run"), "device": "cpu"})
-        trainer = Trainer(config, console=Console(quiet=True))
+        trainer = Trainer(build_run(config), console=Console(quiet=True))
         trainer.prepare_run_dir()
         train = trainer.datasets["train"]
         for epoch in range(args.repeats + 1):  # round 0 warms both up and is not counted

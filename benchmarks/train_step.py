@@ -29,6 +29,7 @@ from rich.table import Table
 
 from mmrebal.cache.dataset import CacheDataset, model_inputs
 from mmrebal.cache.writer import Entry, SampleJournal, assemble
+from mmrebal.engine.build import build_run
 from mmrebal.engine.config import resolve_config
 from mmrebal.engine.trainer import Trainer
 
@@ -113,7 +114,7 @@ def main() -> None:
         cache = args.cache or synthetic_cache(Path(tmp) / "bench.h5", args.train_samples)
         run_dir = str(Path(tmp) / "run")
         config = resolve_config({"cache": str(cache), "out": run_dir, "preset": "cpu", "device": "cpu"})
-        trainer = Trainer(config, console=Console(quiet=True))
+        trainer = Trainer(build_run(config), console=Console(quiet=True))
         trainer.prepare_run_dir()
         bare_model = copy.deepcopy(trainer.model)
         bare_optimizer = torch.optim.Adam(bare_model.parameters(), lr=config.lr)
@@ -124,7 +125,7 @@ def main() -> None:
         for epoch in range(args.repeats + 1):  # epoch 0 warms up both sides and is not counted
             before = trainer.state.global_step
             started = time.perf_counter()
-            trainer.train_epoch(epoch)
+            rate = trainer.train_epoch(epoch).rate
             trainer_time = time.perf_counter() - started
             steps = trainer.state.global_step - before
             started = time.perf_counter()
@@ -133,7 +134,7 @@ def main() -> None:
             if epoch:
                 timings["mmrebal"].append(trainer_time / steps)
                 timings["bare"].append(bare_time / bare_steps)
-                rates.append(trainer.epoch_rate)
+                rates.append(rate)
 
     trainer_ms = statistics.median(timings["mmrebal"]) * 1e3
     bare_ms = statistics.median(timings["bare"]) * 1e3

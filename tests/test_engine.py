@@ -17,7 +17,8 @@ from typer.testing import CliRunner
 from mmrebal.cli import app
 from mmrebal.engine import checkpoint as ckpt_mod
 from mmrebal.engine.config import ConfigError, TrainConfig, parse_options, resolve_config
-from mmrebal.engine.trainer import CheckpointHook, train
+from mmrebal.engine.hooks import CheckpointHook
+from mmrebal.engine.trainer import train
 from mmrebal.evaluation.metrics import classification_metrics
 
 torch.set_num_threads(1)
@@ -167,7 +168,7 @@ def test_resume_equals_uninterrupted(
 
     def killed_after_first_epoch(self, trainer, epoch) -> None:
         original(self, trainer, epoch)
-        if epoch == 0:
+        if epoch.epoch == 0:
             raise KeyboardInterrupt
 
     monkeypatch.setattr(CheckpointHook, "after_epoch", killed_after_first_epoch)

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from mmrebal.cli import app
 from mmrebal.engine import checkpoint as ckpt_mod
-from mmrebal.engine import trainer as trainer_mod
+from mmrebal.engine import hooks as hooks_mod
 from mmrebal.engine.config import resolve_config
 from mmrebal.engine.trainer import train
 from mmrebal.storage import StorageError
@@ -185,7 +185,7 @@ def _crash_when_writing(monkeypatch: pytest.MonkeyPatch, name: str, epoch: int) 
             raise StorageError(f"cannot write {path}: No space left on device (0.0 MiB free there)")
         save(path, state)
 
-    monkeypatch.setattr(trainer_mod, "save_checkpoint", failing)
+    monkeypatch.setattr(hooks_mod, "save_checkpoint", failing)
 
 
 def test_a_crash_between_best_and_last_is_finishable_and_equals_an_uninterrupted_run(

@@ -26,6 +26,13 @@ def _opt(flags: str, help: str, panel: str, default_key: str | None = None) -> A
 
 
 
+def default_cache(workers: int | None) -> Path:
+    """The cache a run without ``--cache`` trains on: the embedded avmnist one, built on first use."""
+    from mmrebal.prep.avmnist import ensure_default_cache
+
+    return ensure_default_cache(workers=workers or None)
+
+
 @contextmanager
 def fail_cleanly() -> Iterator[None]:
     """Turn the errors a user can fix (bad option, file, cache, NaN loss, busy run dir, full disk)
@@ -176,4 +183,4 @@ def train_command(
 
         from mmrebal.engine.trainer import train
 
-        train(resolved, overwrite=overwrite)
+        train(resolved, overwrite=overwrite, default_cache=lambda: default_cache(resolved.workers))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
@@ -21,9 +22,11 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.table import Table
 
 if TYPE_CHECKING:
-    from mmrebal.engine.trainer import StepRecord, Trainer
+    from mmrebal.engine.hooks import EpochRecord, StepRecord
+    from mmrebal.engine.trainer import Trainer
 
 
 def _options(options: dict[str, Any]) -> str:
@@ -131,13 +134,25 @@ class Display:
             self.progress.stop()
             self.progress = None
 
-    def epoch_line(self, trainer: Trainer, epoch: int) -> None:
+    def epoch_line(self, epoch: EpochRecord) -> None:
         self.close()
-        val = trainer.last_val
+        val = epoch.val
         accs = "  ".join(f"{scope} {m['acc']:.3f}" for scope, m in val.items())
-        mark = " *" if trainer.improved else ""
+        mark = " *" if epoch.improved else ""
         self.print(
-            f"epoch {epoch + 1}/{trainer.config.epochs}  train loss {trainer.epoch_loss():.4f}  "
+            f"epoch {epoch.epoch + 1}/{epoch.epochs}  train loss {epoch.train_loss():.4f}  "
             f"val acc {accs}  val loss {val['fused']['loss']:.4f}  "
-            f"{trainer.epoch_rate:.0f} samples/s  {time.perf_counter() - trainer.epoch_started:.1f} s{mark}"
+            f"{epoch.rate:.0f} samples/s  {time.perf_counter() - epoch.started:.1f} s{mark}"
         )
+
+
+def summary_table(results: dict[str, dict[str, dict[str, float]]], best_epoch: int, run_dir: Path) -> Table:
+    """The table a finished run prints: val and test metrics per scope of the selected checkpoint."""
+    table = Table(title=f"{run_dir}  (selected epoch {best_epoch + 1} on val)")
+    for column in ("scope", "val acc", "test acc", "test MAP", "test macro-F1"):
+        table.add_column(column, justify="left" if column == "scope" else "right")
+    for scope, test in results["test"].items():
+        val = results["val"][scope]
+        cells = (val["acc"], test["acc"], test["map"], test["macro_f1"])
+        table.add_row(scope, *(f"{v:.4f}" for v in cells))
+    return table
