@@ -25,6 +25,8 @@ KINDS: dict[str, tuple[str, str]] = {
     "method": ("METHODS", "methods"),
     "fusion": ("FUSIONS", "models"),
     "encoder": ("ENCODERS", "models"),
+    "optimizer": ("OPTIMIZERS", "engine"),
+    "scheduler": ("SCHEDULERS", "engine"),
 }
 
 

@@ -3,6 +3,7 @@ entry's options with types and defaults, read from the code itself so they canno
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import sys
 from typing import Any
@@ -10,25 +11,26 @@ from typing import Any
 import typer
 
 from mmrebal.engine.config import TRAIN_PRESETS
-from mmrebal.names import check, unknown_message
+from mmrebal.names import KINDS, check, unknown_message
 from mmrebal.registry import Registry, signature_chain
 
 LISTS = {"samplers": "sampler", "methods": "method", "fusions": "fusion", "encoders": "encoder"}
 
 
+# kind -> the module holding its registry (see mmrebal.names.KINDS for the variable)
+_MODULES = {
+    "sampler": "mmrebal.samplers",
+    "method": "mmrebal.methods",
+    "fusion": "mmrebal.models",
+    "encoder": "mmrebal.models",
+    "optimizer": "mmrebal.engine.build",
+    "scheduler": "mmrebal.engine.build",
+}
+
+
 def registry(kind: str) -> Registry:
     """The live registry of ``kind`` (importing it imports torch)."""
-    if kind == "sampler":
-        from mmrebal.samplers import SAMPLERS
-
-        return SAMPLERS
-    if kind == "method":
-        from mmrebal.methods import METHODS
-
-        return METHODS
-    from mmrebal.models import ENCODERS, FUSIONS
-
-    return FUSIONS if kind == "fusion" else ENCODERS
+    return getattr(importlib.import_module(_MODULES[kind]), KINDS[kind][0])
 
 
 def load(kind: str) -> dict[str, Any]:

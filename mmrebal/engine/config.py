@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from mmrebal import __version__
+from mmrebal.names import registered
 
 # Presets reproduce the reference code's training set-ups (file and line of each fact in
 # docs/samplers.md, "Deviations from the reference code"). `cpu` is the dataclass defaults themselves:
@@ -77,10 +78,10 @@ class TrainConfig:
     batch_size: int = 64
     eval_batch_size: int = 256
     lr: float = 1e-3
-    optimizer: str = "adam"  # sgd | adam | adamw
+    optimizer: str = "adam"  # a name of mmrebal.engine.build.OPTIMIZERS
     momentum: float = 0.9  # SGD only
     weight_decay: float = 0.0
-    scheduler: str = "none"  # step | none
+    scheduler: str = "none"  # a name of mmrebal.engine.build.SCHEDULERS
     step_size: int = 70
     gamma: float = 0.1
     seed: int = 0
@@ -99,7 +100,7 @@ class TrainConfig:
     augment_options: dict[str, Any] = field(default_factory=dict)  # scale, ratio, flip, per (frame|clip)
 
     def __post_init__(self) -> None:
-        choices = {"optimizer": ("sgd", "adam", "adamw"), "scheduler": ("step", "none"),
+        choices = {"optimizer": registered("optimizer"), "scheduler": registered("scheduler"),
                    "device": ("auto", "cpu", "cuda"), "preset": tuple(TRAIN_PRESETS)}  # fmt: skip
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
