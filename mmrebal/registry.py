@@ -87,10 +87,14 @@ class Registry(Generic[T]):
         ``args``/``fixed`` are what the calling code supplies (sizes, labels, the seed); a user
         option may not name one of them.
         """
-        factory = self.get(name)
-        reserved = {*self.reserved, *fixed}
-        checked = check_options(f"{self.kind} {name!r}", factory, options, reserved=reserved)
-        return factory(*args, **fixed, **checked)  # type: ignore[operator]
+        checked = self.check(name, options, reserved=fixed)
+        return self.get(name)(*args, **fixed, **checked)  # type: ignore[operator]
+
+    def check(self, name: str, options: dict[str, Any], reserved: Iterable[str] = ()) -> dict[str, Any]:
+        """``options`` checked and coerced for ``name`` without building it (a sweep checks its whole
+        grid this way before the first cell trains); ``reserved`` adds to the registry's own."""
+        what, factory = f"{self.kind} {name!r}", self.get(name)
+        return check_options(what, factory, options, reserved={*self.reserved, *reserved})
 
     def names(self) -> list[str]:
         self._load()

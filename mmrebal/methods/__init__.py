@@ -11,9 +11,22 @@ from mmrebal.registry import Registry
 
 METHODS: Registry[type[Method]] = Registry("method", __name__, reserved=("modalities",))
 
-__all__ = ["METHODS", "Method", "ModalityStats", "StepContext", "StepResult", "create_method"]
+__all__ = [
+    "METHODS",
+    "Method",
+    "ModalityStats",
+    "StepContext",
+    "StepResult",
+    "check_method_options",
+    "create_method",
+]
 
 
 def create_method(name: str, modalities: Sequence[str], **options: Any) -> Method:
     """Build method ``name``; a wrong option name or value is one clear error (see ``Registry.build``)."""
     return METHODS.build(name, options, modalities=modalities)
+
+
+def check_method_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """Method ``name``'s ``options`` checked and coerced (one clear line if wrong), nothing built."""
+    return METHODS.check(name, options)

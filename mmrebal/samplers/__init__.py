@@ -9,9 +9,16 @@ from mmrebal.samplers.base import Group, Plan, Sampler, SamplerSetup, ScoreResul
 SAMPLERS: Registry[type[Sampler]] = Registry("sampler", __name__, reserved=("setup",))
 
 __all__ = [
-    "SAMPLERS", "Group", "Plan", "Sampler", "SamplerSetup", "ScoreResult", "StepFeedback", "create_sampler",
-]  # fmt: skip
-
+    "SAMPLERS",
+    "Group",
+    "Plan",
+    "Sampler",
+    "SamplerSetup",
+    "ScoreResult",
+    "StepFeedback",
+    "check_sampler_options",
+    "create_sampler",
+]
 
 _SETUP_FIELDS = {f.name for f in dataclasses.fields(SamplerSetup)}
 
@@ -22,3 +29,8 @@ def create_sampler(name: str, options: dict[str, Any] | None = None, **given: An
     setup = SamplerSetup(**{k: v for k, v in given.items() if k in _SETUP_FIELDS})
     own = {k: v for k, v in given.items() if k not in _SETUP_FIELDS}
     return SAMPLERS.build(name, {**(options or {}), **own}, setup)
+
+
+def check_sampler_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """Sampler ``name``'s ``options`` checked and coerced (one clear line if wrong), nothing built."""
+    return SAMPLERS.check(name, options)
