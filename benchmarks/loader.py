@@ -5,8 +5,8 @@ prep presets) this writes a synthetic cache with the project's own writer (``tra
 synthetic_cache``: journal + assembly) and times, on the same shuffled batches at the batch size of
 the matching train preset (``cpu`` 64, ``ogm`` 64, ``bss`` 32):
 
-- **mmrebal**: the DataLoader the trainer builds (``mmrebal.evaluation.scoring.batch_loader`` with
-  ``mmrebal.engine.loading.loader_settings``, over ``CacheDataset.__getitems__``, not preloaded: the
+- **mmrebal**: the DataLoader the trainer builds (``mmrebal.data.loading.batch_loader`` with
+  ``mmrebal.data.loading.loader_settings``, over ``CacheDataset.__getitems__``, not preloaded: the
   path of a split too large for ``--preload auto``), with 0, 1 and 2 workers. What it
   delivers is what the trainer hands to ``device_batch``: stored uint8 frames, float32 spectrograms
   (the float conversion runs on the training device and is not part of the read path);
@@ -49,10 +49,9 @@ from torch.utils.data import DataLoader, Dataset
 from train_step import synthetic_cache
 
 from mmrebal.cache.dataset import CacheDataset
-from mmrebal.engine import loading
+from mmrebal.data import loading
+from mmrebal.data.loading import batch_loader, loader_settings
 from mmrebal.engine.config import resolve_config
-from mmrebal.engine.loading import loader_settings
-from mmrebal.evaluation.scoring import batch_loader
 from mmrebal.prep.presets import PRESETS, Preset
 
 SHAPES = {"avmnist": "cpu", "ogm": "ogm", "ogm-3f": "ogm", "bss-ks": "bss"}  # prep preset -> train preset

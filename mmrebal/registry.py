@@ -129,9 +129,10 @@ def load_plugins() -> None:
         spec.loader.exec_module(module)  # type: ignore[union-attr]
 
 
-def signature_chain(factory: Callable) -> Iterator[Callable]:
+def signature_chain(factory: Callable, whole_mro: bool = False) -> Iterator[Callable]:
     """The functions whose parameters make up ``factory``'s options: a function itself, or a class's
-    ``__init__``s up the MRO for as long as each one passes ``**kwargs`` on to the next."""
+    ``__init__``s up the MRO for as long as each one passes ``**kwargs`` on to the next (every
+    ``__init__`` of the MRO with ``whole_mro``, as the recorded defaults and the help have it)."""
     if not inspect.isclass(factory):
         yield factory
         return
@@ -140,7 +141,8 @@ def signature_chain(factory: Callable) -> Iterator[Callable]:
         if init is None:
             continue
         yield init
-        if not any(p.kind is p.VAR_KEYWORD for p in inspect.signature(init).parameters.values()):
+        params = inspect.signature(init).parameters.values()
+        if not whole_mro and not any(p.kind is p.VAR_KEYWORD for p in params):
             return
 
 
@@ -149,7 +151,7 @@ def keyword_defaults(cls: type, skip: Iterable[str] = ()) -> dict[str, Any]:
     (a subclass's default wins), so a run can record the options it really ran with."""
     out: dict[str, Any] = {}
     skipped = set(skip) | {"self"}
-    for init in signature_chain(cls):
+    for init in signature_chain(cls, whole_mro=True):
         for name, p in inspect.signature(init).parameters.items():
             if name in skipped or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) or name in out:
                 continue

@@ -19,6 +19,7 @@ shares the GPUs round-robin.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import queue
 import re
@@ -38,6 +39,8 @@ import yaml
 LOG_NAME = "train.log"
 GRID_KEYS = ("cache", "samplers", "methods", "seeds", "out", "jobs", "gpus", "unimodal", "train")
 DEFAULT_LAUNCHER = (sys.executable, "-m", "mmrebal", "train")
+# the on/off flags of `mmrebal train` that are not TrainConfig options
+TRAIN_COMMAND_FLAGS = ("overwrite", "help_sampler", "help_method", "print_config")
 
 
 class SweepError(ValueError):
@@ -159,13 +162,12 @@ def option_args(options: dict[str, Any], where: str) -> list[str]:
 
 
 def train_switches() -> set[str]:
-    """The on/off flags of ``mmrebal train`` (``--bf16``, ``--resume``, ...), read from the command."""
-    import typer.main
+    """The on/off flags of ``mmrebal train``: its boolean options (``--bf16``, ``--resume``, ...) and
+    its command-only flags; read from :class:`TrainConfig` (a test keeps this equal to the command's)."""
+    from mmrebal.engine.config import TrainConfig
 
-    from mmrebal.cli import app
-
-    command = typer.main.get_command(app).commands["train"]
-    return {opt for param in command.params if getattr(param, "is_flag", False) for opt in param.opts}
+    names = [f.name for f in dataclasses.fields(TrainConfig) if f.type in ("bool", bool)]
+    return {f"--{name.replace('_', '-')}" for name in [*names, *TRAIN_COMMAND_FLAGS]}
 
 
 def _scalar(value: Any) -> str:

@@ -85,8 +85,9 @@ def test_speech_is_identical_in_every_run(tmp_path: Path):
     np.testing.assert_array_equal(np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy"))
 
 
-def test_ensure_default_cache_builds_once_under_mmrebal_home(tmp_path: Path, monkeypatch):
+def test_the_default_cache_is_built_once_under_mmrebal_home(tmp_path: Path, monkeypatch):
     import mmrebal.prep.runner as runner
+    from mmrebal.cli.train import default_cache
 
     calls = []
 
@@ -96,10 +97,10 @@ def test_ensure_default_cache_builds_once_under_mmrebal_home(tmp_path: Path, mon
 
     monkeypatch.setenv("MMREBAL_HOME", str(tmp_path / "home"))
     monkeypatch.setattr(runner, "run_prep", fake_run_prep)
-    path = avmnist.ensure_default_cache(workers=2)
+    path = default_cache(workers=2)
     assert path == tmp_path / "home" / "avmnist.h5" and path.read_bytes() == b"built"
     assert calls == [("avmnist", None, path, {"workers": 2})]
-    assert avmnist.ensure_default_cache() == path and len(calls) == 1
+    assert default_cache() == path and len(calls) == 1
 
 
 @pytest.fixture(scope="module")

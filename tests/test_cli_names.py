@@ -142,3 +142,13 @@ def test_error_line_is_the_last_error_of_a_log(tmp_path: Path) -> None:
     log.write_text("Traceback ...\n")
     assert error_line(log) is None
     assert error_line(tmp_path / "missing.log") is None
+
+
+def test_the_sweeps_train_switches_are_the_train_commands_flags() -> None:
+    import typer.main
+
+    from mmrebal.sweep import train_switches
+
+    command = typer.main.get_command(app).commands["train"]
+    flags = {opt for param in command.params if getattr(param, "is_flag", False) for opt in param.opts}
+    assert train_switches() == flags

@@ -13,7 +13,7 @@ from _tiny_cache import build_tiny_cache
 from rich.console import Console
 
 from mmrebal.cache.rows import cache_bytes
-from mmrebal.engine import loading
+from mmrebal.data import loading
 from mmrebal.engine.build import build_run
 from mmrebal.engine.config import ConfigError, TrainConfig, resolve_config
 from mmrebal.engine.trainer import Trainer

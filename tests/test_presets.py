@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from mmrebal.media.features import audio_features, fit_length, kaldi_mel_banks
-from mmrebal.prep.presets import PRESETS, AudioPreset
+from mmrebal.media.presets import AudioPreset
+from mmrebal.prep.presets import PRESETS
 
 SHAPES = {
     "ogm": ((257, 188), (1, 224, 224, 3)),

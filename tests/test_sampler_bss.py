@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from sampler_helpers import MODS2, MODS3, fake_scores, make, run_epoch
 
+from mmrebal.evaluation.scores import prediction_similarity
 from mmrebal.samplers import ScoreResult
-from mmrebal.samplers.bss import min_max, prediction_similarity, root_pacing, sample_loss
+from mmrebal.samplers.bss import min_max, root_pacing, sample_loss
 from mmrebal.samplers.bss_learned import momentum_update, spl_probabilities, weighted_permutation
 
 

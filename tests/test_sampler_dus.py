@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from sampler_helpers import MODS2, MODS3, make, run_epoch
 
+from mmrebal.evaluation.discrepancy import CumulativeScore, step_discrepancy
 from mmrebal.samplers import StepFeedback
-from mmrebal.samplers.discrepancy import CumulativeScore, step_discrepancy
 from mmrebal.samplers.dus import IndexStream, allocate, reward
 from mmrebal.samplers.dus_heuristic import heuristic_size, inverse_proportions
 

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from sampler_helpers import MODS2, MODS3, fake_scores, make, run_epoch
 
+from mmrebal.evaluation.scores import kl_to_uniform
 from mmrebal.samplers import ScoreResult
-from mmrebal.samplers.remix import assign_weakest, kl_to_uniform
+from mmrebal.samplers.remix import assign_weakest
 
 
 def test_kl_to_uniform_in_bits():

@@ -74,7 +74,7 @@ class CacheDataset(Dataset):
     ``idx`` is the position inside this split (what samplers index), not the HDF5 row. Modalities
     come in the cache's stored layout and dtype (frames and images uint8, channels last), so workers
     and pinned-memory copies move 4x fewer bytes; :func:`model_inputs` converts them where the batch
-    lands (``mmrebal.engine.device.device_batch``).
+    lands (``mmrebal.data.device.device_batch``).
     ``preload=True`` reads the split's arrays into memory once (small caches, CPU runs).
     """
 

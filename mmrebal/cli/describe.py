@@ -43,7 +43,7 @@ def options(obj: Any, kind: str) -> list[tuple[str, str, Any]]:
     arguments mmrebal passes itself (the registry's ``reserved``) are not options."""
     out: dict[str, tuple[str, str, Any]] = {}
     skip = {"self", *registry(kind).reserved}
-    for init in signature_chain(obj):
+    for init in signature_chain(obj, whole_mro=True):
         for name, p in inspect.signature(init).parameters.items():
             if name in skip or name in out or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
                 continue

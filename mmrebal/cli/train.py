@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,11 +28,19 @@ def _opt(flags: str, help: str, panel: str, default_key: str | None = None) -> A
 
 
 
-def default_cache(workers: int | None) -> Path:
-    """The cache a run without ``--cache`` trains on: the embedded avmnist one, built on first use."""
-    from mmrebal.prep.avmnist import ensure_default_cache
+def default_cache(workers: int | None = None) -> Path:
+    """The cache a run without ``--cache`` trains on: ``$MMREBAL_HOME/avmnist.h5``, the embedded
+    AV-MNIST built with its default knobs on first use (``workers``: its prep workers)."""
+    from mmrebal.paths import default_cache_path
+    from mmrebal.prep.runner import run_prep
 
-    return ensure_default_cache(workers=workers or None)
+    out = default_cache_path("avmnist")
+    if out.exists():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    print(f"building the default avmnist cache at {out} (first use only)", file=sys.stderr)
+    run_prep("avmnist", None, out, workers=workers or max(1, min(4, os.cpu_count() or 1)))
+    return out
 
 
 @contextmanager

@@ -22,12 +22,12 @@ import torch
 
 from mmrebal.cache.dataset import CacheDataset
 from mmrebal.cache.format import CacheInfo, read_info
+from mmrebal.data.device import autocast_factory, resolve_device
+from mmrebal.data.loading import LoaderSettings, decide_preload, loader_settings
 from mmrebal.engine import distributed
 from mmrebal.engine.augment import TrainAugment, build_augment
 from mmrebal.engine.config import ConfigError, TrainConfig
-from mmrebal.engine.device import autocast_factory, resolve_device
 from mmrebal.engine.distributed import DistContext
-from mmrebal.engine.loading import LoaderSettings, decide_preload, loader_settings
 from mmrebal.methods import Method
 from mmrebal.registry import Registry
 from mmrebal.samplers import Sampler, create_sampler

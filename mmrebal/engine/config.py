@@ -25,7 +25,7 @@ from mmrebal.names import registered
 # 32x32 digits: a flipped digit is not a digit), sized for the default avmnist cache on 2 CPU cores.
 # The others switch to ResNet18, the reference optimiser and schedule, and train-time augmentation
 # (RandomResizedCrop + horizontal flip of frames and images). All of them preload a split that fits
-# in memory and pick loader workers from the device (mmrebal.engine.loading). `method_defaults` are
+# in memory and pick loader workers from the device (mmrebal.data.loading). `method_defaults` are
 # options of the named method that the reference trains with (given options still win).
 _RESNET = {"encoders": "resnet18", "feature_dim": 512, "augment": True}
 _SGD = {"optimizer": "sgd", "momentum": 0.9, "weight_decay": 1e-4, "scheduler": "step", "gamma": 0.1}

@@ -18,7 +18,7 @@ import torch
 import torch.distributed as torch_dist
 from torch.nn.parallel import DistributedDataParallel
 
-from mmrebal.samplers.base import ScoreResult
+from mmrebal.evaluation.scores import ScoreResult
 
 
 @dataclass(frozen=True)

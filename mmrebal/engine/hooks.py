@@ -17,8 +17,8 @@ from mmrebal.engine.checkpoint import save_checkpoint
 from mmrebal.engine.display import Display
 from mmrebal.engine.records import EpochRecord, StepRecord, metric_row
 from mmrebal.engine.traces import merge_step_rows
+from mmrebal.evaluation.discrepancy import CumulativeScore
 from mmrebal.evaluation.scoring import scope_metrics
-from mmrebal.samplers.discrepancy import CumulativeScore
 
 if TYPE_CHECKING:
     from mmrebal.engine.trainer import Trainer

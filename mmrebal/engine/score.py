@@ -12,16 +12,14 @@ from typing import Any
 
 from mmrebal.cache.dataset import CacheDataset
 from mmrebal.cache.format import read_info
+from mmrebal.data.device import resolve_device
+from mmrebal.data.loading import decide_preload
 from mmrebal.engine.build import build_components
 from mmrebal.engine.checkpoint import load_run_checkpoint
-from mmrebal.engine.device import resolve_device
 from mmrebal.engine.display import Display
-from mmrebal.engine.loading import decide_preload
 from mmrebal.engine.traces import write_parquet
+from mmrebal.evaluation.scores import ScoreResult, kl_to_uniform, prediction_similarity
 from mmrebal.evaluation.scoring import scope_metrics, score_split
-from mmrebal.samplers.base import ScoreResult
-from mmrebal.samplers.bss import prediction_similarity
-from mmrebal.samplers.remix import kl_to_uniform
 from mmrebal.storage import atomic_write_bytes
 
 

@@ -12,7 +12,7 @@ checkpoint, at the end (and every epoch only when ``test_each_epoch`` asks, neve
 
 Epochs and global steps count from 0 in traces, checkpoints, summary.json and the sampler calls; the
 terminal shows epochs 1-based (``epoch 1/3``, "selected epoch 3"). With ``workers > 0`` (the default
-on CUDA, see ``mmrebal.engine.loading``) the DataLoader draws plans up to ``2 x workers`` steps ahead
+on CUDA, see ``mmrebal.data.loading``) the DataLoader draws plans up to ``2 x workers`` steps ahead
 of the feedback they could depend on; ``workers = 0`` (the default on CPU) keeps plan t+1 strictly
 after the feedback of step t.
 """
@@ -33,19 +33,21 @@ from rich.console import Console
 from torch.utils.data import DataLoader
 
 from mmrebal.cache.dataset import CacheDataset
+from mmrebal.data.device import device_batch
+from mmrebal.data.loading import batch_loader
 from mmrebal.engine import distributed, resume, rundir
 from mmrebal.engine.build import RunParts, build_run
 from mmrebal.engine.checkpoint import rng_state
 from mmrebal.engine.config import TrainConfig
-from mmrebal.engine.device import device_batch
 from mmrebal.engine.display import Display
 from mmrebal.engine.finish import finish
 from mmrebal.engine.hooks import CheckpointHook, EvalHook, HookBase, ProgressHook, ScheduleHook, TraceHook
 from mmrebal.engine.records import EpochRecord, RunState, StepRecord, reduce_step
 from mmrebal.engine.traces import TraceWriter
-from mmrebal.evaluation.scoring import batch_loader, score_split
+from mmrebal.evaluation.scores import ScoreResult
+from mmrebal.evaluation.scoring import score_split
 from mmrebal.methods import StepContext
-from mmrebal.samplers.base import Plan, ScoreResult, StepFeedback
+from mmrebal.samplers.base import Plan, StepFeedback
 
 
 class NonFiniteLoss(RuntimeError):

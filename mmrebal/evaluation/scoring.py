@@ -8,39 +8,22 @@ positions in order and returns softmax probabilities and per-sample cross-entrop
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
 
-from mmrebal.cache.dataset import CacheDataset, batch_collate
-from mmrebal.engine.device import device_batch
-from mmrebal.engine.loading import LoaderSettings, loader_settings
+from mmrebal.cache.dataset import CacheDataset
+from mmrebal.data.device import device_batch
+from mmrebal.data.loading import LoaderSettings, batch_loader
 from mmrebal.evaluation.metrics import classification_metrics
-from mmrebal.samplers.base import ScoreResult
+from mmrebal.evaluation.scores import ScoreResult
 
 if TYPE_CHECKING:
     from mmrebal.methods import Method
-
-
-def batch_loader(
-    dataset: CacheDataset,
-    batches: Iterable[list[int]],
-    device: torch.device,
-    settings: LoaderSettings | None = None,
-) -> DataLoader:
-    """A DataLoader whose batch sampler yields row lists, read with one ``__getitems__`` call per batch.
-
-    ``settings`` default: the main process only (``loader_settings(0, device)``).
-    """
-    settings = settings or loader_settings(0, device)
-    return DataLoader(
-        dataset, batch_sampler=batches, collate_fn=batch_collate, **settings.dataloader_kwargs()
-    )
 
 
 def score_split(

@@ -23,7 +23,7 @@ from functools import cache
 import numpy as np
 
 from mmrebal.media import MediaError
-from mmrebal.prep.presets import AudioPreset
+from mmrebal.media.presets import AudioPreset
 
 
 def audio_features(wave: np.ndarray, preset: AudioPreset) -> np.ndarray:

@@ -17,9 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import multiprocessing
-import os
 import signal
-import sys
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import contextmanager
@@ -215,17 +213,3 @@ def write_sample(
     frames = render_frames(digit, spec, rng)
     audio = render_audio(speech.astype(np.float32) / 32768.0, sample_rate, spec, rng)
     write_clip(path, frames, spec.clip_fps, audio=audio, sample_rate=sample_rate)
-
-
-def ensure_default_cache(path: Path | None = None, workers: int | None = None) -> Path:
-    """The default avmnist cache (``$MMREBAL_HOME/avmnist.h5``), built with default knobs if absent."""
-    from mmrebal.paths import default_cache_path
-    from mmrebal.prep.runner import run_prep
-
-    out = Path(path) if path is not None else default_cache_path("avmnist")
-    if out.exists():
-        return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    print(f"building the default avmnist cache at {out} (first use only)", file=sys.stderr)
-    run_prep("avmnist", None, out, workers=workers or max(1, min(4, os.cpu_count() or 1)))
-    return out

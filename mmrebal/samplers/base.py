@@ -3,7 +3,8 @@
 Per step a sampler hands the trainer a :class:`Plan` — groups of (split positions, active
 modalities, whether the rows feed the fused loss) — and after the step receives
 :class:`StepFeedback` (per-modality ground-truth confidence sums and losses). Between epochs it may
-ask for a scoring pass over the train split and receives a :class:`ScoreResult`. The trainer and
+ask for a scoring pass over the train split and receives a
+:class:`~mmrebal.evaluation.scores.ScoreResult`. The trainer and
 the method never know which sampler runs; everything a sampler decides is reported as trace rows.
 """
 
@@ -15,6 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from mmrebal.evaluation.scores import ScoreResult
 
 
 @dataclass(frozen=True)
@@ -72,59 +75,6 @@ class StepFeedback:
     batch_size: dict[str, int]
     confidence_sum: dict[str, float]  # sum over the modality's rows of softmax(z^(j))[y]
     loss: dict[str, float]
-
-
-@dataclass
-class ScoreResult:
-    """A no-grad evaluation pass over the train split, in split-position order.
-
-    Built by hand in your own loop, it is checked on construction (arrays or CPU tensors are
-    accepted and kept as numpy arrays), and :meth:`check` tells a sampler's missing scope in one line.
-    """
-
-    labels: np.ndarray  # [N]
-    probs: dict[str, np.ndarray]  # scope ("fused" or modality) -> [N, C] softmax probabilities
-    losses: dict[str, np.ndarray]  # scope -> [N] per-sample cross-entropy
-
-    def __post_init__(self) -> None:
-        self.labels = np.asarray(self.labels)
-        if self.labels.ndim != 1:
-            raise ValueError(f"ScoreResult.labels must be [N], got shape {self.labels.shape}")
-        n = len(self.labels)
-        for field_name, rank, shape in (("probs", 2, "[N, C]"), ("losses", 1, "[N]")):
-            value = getattr(self, field_name)
-            if not isinstance(value, dict):
-                raise ValueError(
-                    f"ScoreResult.{field_name} must be a dict scope -> {shape} array (scopes: 'fused' and "
-                    f"each modality), got {type(value).__name__}"
-                )
-            arrays = {str(k): np.asarray(v) for k, v in value.items()}
-            for scope, array in arrays.items():
-                if array.ndim != rank or len(array) != n:
-                    raise ValueError(
-                        f"ScoreResult.{field_name}[{scope!r}] must be {shape} with N = {n} (len(labels)), "
-                        f"got shape {array.shape}"
-                    )
-            setattr(self, field_name, arrays)
-        if set(self.probs) != set(self.losses):
-            raise ValueError(
-                f"ScoreResult.probs has scopes {sorted(self.probs)} but losses has {sorted(self.losses)}; "
-                "give both the same scopes"
-            )
-
-    def check(self, modalities: Sequence[str], num_samples: int, who: str) -> None:
-        """One line naming what ``who`` (a sampler) needs and this result lacks."""
-        missing = [s for s in ("fused", *modalities) if s not in self.probs]
-        if missing:
-            raise ValueError(
-                f"{who}: ScoreResult lacks scope(s) {', '.join(map(repr, missing))}; it needs 'fused' and "
-                f"every modality ({', '.join(modalities)}) in probs and losses"
-            )
-        if len(self.labels) != num_samples:
-            raise ValueError(
-                f"{who}: ScoreResult scores {len(self.labels)} samples, the train split has {num_samples}; "
-                "score the whole train split in split order"
-            )
 
 
 def warmup_warnings(name: str, warmup: int, epochs: int, what: str) -> list[str]:

@@ -18,25 +18,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
-from itertools import combinations
 from typing import Any
 
 import numpy as np
 
+from mmrebal.evaluation.scores import ScoreResult, prediction_similarity
 from mmrebal.samplers import SAMPLERS
-from mmrebal.samplers.base import Group, Plan, Sampler, SamplerSetup, ScoreResult
+from mmrebal.samplers.base import Group, Plan, Sampler, SamplerSetup
 
 TRACE_MODALITY = "all"  # samples.parquet ``modality`` of BSS rows: the scores describe the whole sample
-
-
-def prediction_similarity(probs: dict[str, np.ndarray], modalities: Sequence[str]) -> np.ndarray:
-    """Per sample cosine similarity of the unimodal softmax vectors, averaged over modality pairs."""
-    sims = []
-    for a, b in combinations(modalities, 2):
-        pa, pb = np.asarray(probs[a], dtype=np.float64), np.asarray(probs[b], dtype=np.float64)
-        norm = np.maximum(np.linalg.norm(pa, axis=1) * np.linalg.norm(pb, axis=1), 1e-8)
-        sims.append((pa * pb).sum(axis=1) / norm)
-    return np.mean(sims, axis=0)
 
 
 def min_max(x: np.ndarray) -> np.ndarray:

@@ -15,8 +15,9 @@ from typing import Any
 
 import numpy as np
 
+from mmrebal.evaluation.scores import ScoreResult
 from mmrebal.samplers import SAMPLERS
-from mmrebal.samplers.base import Plan, ScoreResult
+from mmrebal.samplers.base import Plan
 from mmrebal.samplers.bss import BalanceScoredSampler
 
 

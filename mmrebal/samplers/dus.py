@@ -35,9 +35,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from mmrebal.evaluation.discrepancy import SCORE_KINDS, CumulativeScore, step_discrepancy
 from mmrebal.samplers import SAMPLERS
 from mmrebal.samplers.base import Group, Plan, Sampler, SamplerSetup, StepFeedback
-from mmrebal.samplers.discrepancy import SCORE_KINDS, CumulativeScore, step_discrepancy
 
 
 def check_choice(name: str, value: str, allowed: Sequence[str]) -> str:

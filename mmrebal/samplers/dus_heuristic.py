@@ -7,9 +7,9 @@ from typing import Any
 
 import numpy as np
 
+from mmrebal.evaluation.discrepancy import CumulativeScore, step_discrepancy
 from mmrebal.samplers import SAMPLERS
 from mmrebal.samplers.base import StepFeedback
-from mmrebal.samplers.discrepancy import CumulativeScore, step_discrepancy
 from mmrebal.samplers.dus import ProportionalBatchSampler, UnimodalBatchSampler, check_choice
 
 

@@ -21,16 +21,10 @@ from typing import Any
 
 import numpy as np
 
+from mmrebal.evaluation.scores import ScoreResult, kl_to_uniform
 from mmrebal.samplers import SAMPLERS
-from mmrebal.samplers.base import Group, Plan, Sampler, SamplerSetup, ScoreResult, warmup_warnings
+from mmrebal.samplers.base import Group, Plan, Sampler, SamplerSetup, warmup_warnings
 from mmrebal.samplers.dus import check_choice
-
-
-def kl_to_uniform(probs: np.ndarray) -> np.ndarray:
-    """Per row KL(p || uniform) in bits = log2 C - H2(p) (0 log 0 = 0)."""
-    p = np.asarray(probs, dtype=np.float64)
-    plogp = np.where(p > 0, p * np.log2(np.where(p > 0, p, 1.0)), 0.0)
-    return np.log2(p.shape[1]) + plogp.sum(axis=1)
 
 
 def assign_weakest(kl: np.ndarray, tie: str = "last", rng: np.random.Generator | None = None) -> np.ndarray:

@@ -26,8 +26,9 @@ from typing import Any
 
 import numpy as np
 
+from mmrebal.evaluation.scores import ScoreResult
 from mmrebal.samplers import SAMPLERS
-from mmrebal.samplers.base import Group, Plan, Sampler, SamplerSetup, ScoreResult, warmup_warnings
+from mmrebal.samplers.base import Group, Plan, Sampler, SamplerSetup, warmup_warnings
 
 FULL = -1  # the modality index of an entry that carries every modality
 

@@ -1,4 +1,5 @@
-"""How the trainer feeds itself: worker count, worker persistence, prefetch, pinning and preload.
+"""How training and scoring read batches: worker count, worker persistence, prefetch, pinning and
+preload, and :func:`batch_loader`, the one DataLoader over row lists both use.
 
 CPU runs keep the loader in the main process (``workers`` 0: plan t+1 is drawn after the feedback
 of step t, and the numbers of a run do not depend on the machine). CUDA runs read in worker
@@ -11,11 +12,14 @@ memory the system reports available (each local rank holds its own copy).
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch.utils.data import DataLoader
 
+from mmrebal.cache.dataset import CacheDataset, batch_collate
 from mmrebal.cache.rows import cache_bytes
 
 MAX_AUTO_WORKERS = 8
@@ -72,3 +76,19 @@ def decide_preload(mode: str, cache: Path) -> bool:
     if mode != "auto":
         return mode == "yes"
     return cache_bytes(cache) * local_world_size() <= RAM_SHARE * available_memory()
+
+
+def batch_loader(
+    dataset: CacheDataset,
+    batches: Iterable[list[int]],
+    device: torch.device,
+    settings: LoaderSettings | None = None,
+) -> DataLoader:
+    """A DataLoader whose batch sampler yields row lists, read with one ``__getitems__`` call per batch.
+
+    ``settings`` default: the main process only (``loader_settings(0, device)``).
+    """
+    settings = settings or loader_settings(0, device)
+    return DataLoader(
+        dataset, batch_sampler=batches, collate_fn=batch_collate, **settings.dataloader_kwargs()
+    )
