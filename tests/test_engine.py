@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -20,6 +21,7 @@ from mmrebal.engine.config import ConfigError, TrainConfig, parse_options, resol
 from mmrebal.engine.hooks import CheckpointHook
 from mmrebal.engine.trainer import train
 from mmrebal.evaluation.metrics import classification_metrics
+from mmrebal.methods import StepResult, TrainStep
 
 torch.set_num_threads(1)
 
@@ -200,11 +202,12 @@ def test_nan_loss_stops_with_one_line_and_keeps_the_checkpoint(
         method = create(name, modalities, **options)
         step = method.train_step
 
-        def train_step(model, batch, active, fused, optimizer, ctx):
-            if ctx.epoch == 1 and ctx.step == 4:  # epoch 1 starts at global step 3 (36 rows / 12)
+        def train_step(inputs: TrainStep) -> StepResult:
+            if inputs.ctx.epoch == 1 and inputs.ctx.step == 4:  # epoch 1 starts at global step 3 (36 / 12)
                 seen["digest"] = hashlib.sha256(last.read_bytes()).hexdigest()
-                batch = {**batch, "audio": torch.full_like(batch["audio"], float("nan"))}
-            return step(model, batch, active, fused, optimizer, ctx)
+                nan = {**inputs.batch, "audio": torch.full_like(inputs.batch["audio"], float("nan"))}
+                inputs = dataclasses.replace(inputs, batch=nan)
+            return step(inputs)
 
         method.train_step = train_step
         return method

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from mmrebal.methods import StepContext, create_method
+from mmrebal.methods import StepContext, TrainStep, create_method
 from mmrebal.methods.mla import MLA, entropy_weights, owm_update
 from mmrebal.methods.ogm_ge import OGMGE, discrepancy_ratios, modulation_coefficients
 from mmrebal.models import build_model
@@ -79,7 +79,7 @@ def test_ogm_ge_step_reports_the_reference_ratio_of_split_logits() -> None:
     scores = {m: float(out.unimodal_logits[m].softmax(1)[torch.arange(6), y].sum()) for m in NAMES}
     method = create_method("ogm-ge", NAMES, alpha=0.3)
     result = method.train_step(
-        model, batch, *all_active(), torch.optim.SGD(model.parameters(), lr=0.1), StepContext(0, 0)
+        TrainStep(model, batch, *all_active(), torch.optim.SGD(model.parameters(), lr=0.1), StepContext(0, 0))
     )
     assert result.extra["rho/audio"] == pytest.approx(scores["audio"] / scores["visual"], rel=1e-5)
     dominant = max(scores, key=scores.get)
@@ -130,13 +130,14 @@ def test_ogm_ge_noise_has_the_gradients_own_std() -> None:
 def test_ogm_ge_refuses_untrained_heads() -> None:
     model = tiny_model("film")  # no split logits: separate heads
     method = create_method("ogm-ge", NAMES)
+    ctx = StepContext(0, 0)
     with pytest.raises(ValueError, match="unimodal_weight > 0"):
         method.train_step(
-            model, tiny_batch(), *all_active(), torch.optim.SGD(model.parameters(), lr=0.1), StepContext(0, 0)
+            TrainStep(model, tiny_batch(), *all_active(), torch.optim.SGD(model.parameters(), lr=0.1), ctx)
         )
     trained = create_method("ogm-ge", NAMES, unimodal_weight=1.0)
     result = trained.train_step(
-        model, tiny_batch(), *all_active(), torch.optim.SGD(model.parameters(), lr=0.1), StepContext(0, 0)
+        TrainStep(model, tiny_batch(), *all_active(), torch.optim.SGD(model.parameters(), lr=0.1), ctx)
     )
     assert "k/audio" in result.extra
 
@@ -147,10 +148,10 @@ def test_ogm_ge_modulates_only_inside_its_epochs() -> None:
     for epoch, changed in [(51, False), (50, True)]:
         a, b = copy.deepcopy(plain), copy.deepcopy(modulated)
         create_method("joint", NAMES, unimodal_weight=0.0).train_step(
-            a, batch, active, fused, torch.optim.SGD(a.parameters(), lr=0.1), StepContext(epoch, 0)
+            TrainStep(a, batch, active, fused, torch.optim.SGD(a.parameters(), lr=0.1), StepContext(epoch, 0))
         )
         create_method("ogm-ge", NAMES).train_step(
-            b, batch, active, fused, torch.optim.SGD(b.parameters(), lr=0.1), StepContext(epoch, 0)
+            TrainStep(b, batch, active, fused, torch.optim.SGD(b.parameters(), lr=0.1), StepContext(epoch, 0))
         )
         same = all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
         assert same is not changed
@@ -220,7 +221,7 @@ def test_mla_step_alternates_modalities_and_predicts_with_entropy_weights() -> N
     steps = []
     optimizer.step = lambda *a, **k: steps.append(1)  # type: ignore[method-assign]
     method = create_method("mla", NAMES)
-    result = method.train_step(model, batch, active, fused, optimizer, StepContext(0, 0))
+    result = method.train_step(TrainStep(model, batch, active, fused, optimizer, StepContext(0, 0)))
     assert len(steps) == 2 and method.updates == 2
     assert result.modality["audio"].batch_size == 6 and result.modality["visual"].batch_size == 4
     out = model(batch)
@@ -232,7 +233,7 @@ def test_mla_step_alternates_modalities_and_predicts_with_entropy_weights() -> N
     restored.load_state_dict(method.state_dict())
     torch.testing.assert_close(restored.projector, method.projector)
     with pytest.raises(ValueError, match="--fusion shared"):
-        method.train_step(tiny_model("concat"), batch, active, fused, optimizer, StepContext(0, 1))
+        method.train_step(TrainStep(tiny_model("concat"), batch, active, fused, optimizer, StepContext(0, 1)))
 
 
 @pytest.mark.parametrize("method", ["mla", "ogm-ge"])
@@ -242,7 +243,7 @@ def test_resume_from_state_dicts_continues_exactly(method: str, tmp_path: Path) 
 
     def run(model: nn.Module, chosen, optimizer, steps: range) -> None:
         for step in steps:
-            chosen.train_step(model, batch, active, fused, optimizer, StepContext(0, step))
+            chosen.train_step(TrainStep(model, batch, active, fused, optimizer, StepContext(0, step)))
 
     model = tiny_model(fusion)
     chosen = create_method(method, NAMES)
@@ -281,13 +282,13 @@ def test_joint_loss_weights_and_masking() -> None:
     }
     method = create_method("joint", NAMES, unimodal_weight={"audio": 0.5, "visual": 2.0})
     optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
-    result = method.train_step(model, batch, active, fused, optimizer, StepContext(0, 0))
+    result = method.train_step(TrainStep(model, batch, active, fused, optimizer, StepContext(0, 0)))
     assert result.loss == pytest.approx(float(ce["fused"] + 0.5 * ce["audio"] + 2.0 * ce["visual"]), rel=1e-5)
     assert result.modality["audio"].batch_size == 4 and result.modality["visual"].batch_size == 4
     assert result.modality["visual"].loss == pytest.approx(float(ce["visual"]), rel=1e-5)
     # a sampler's loss weights (Remix) override the method's, key by key
     ctx = StepContext(0, 1, loss_weights={"fused": 1.0, "audio": 0.0})
-    result = method.train_step(model, batch, active, fused, optimizer, ctx)
+    result = method.train_step(TrainStep(model, batch, active, fused, optimizer, ctx))
     assert result.loss == pytest.approx(float(ce["fused"] + 2.0 * ce["visual"]), rel=1e-5)
 
 
@@ -297,7 +298,7 @@ def test_nan_loss_skips_the_step() -> None:
     before = [p.detach().clone() for p in model.parameters()]
     method = create_method("joint", NAMES)
     result = method.train_step(
-        model, batch, *all_active(), torch.optim.SGD(model.parameters(), lr=0.1), StepContext(0, 0)
+        TrainStep(model, batch, *all_active(), torch.optim.SGD(model.parameters(), lr=0.1), StepContext(0, 0))
     )
     assert not method.losses_are_finite(result)
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
@@ -309,7 +310,7 @@ def test_unimodal_runs_one_encoder_and_predicts_with_it() -> None:
     model.encoder("visual").register_forward_hook(lambda *_: calls.append(1))
     method = create_method("unimodal", NAMES, modality="audio")
     result = method.train_step(
-        model, batch, *all_active(), torch.optim.SGD(model.parameters(), lr=0.1), StepContext(0, 0)
+        TrainStep(model, batch, *all_active(), torch.optim.SGD(model.parameters(), lr=0.1), StepContext(0, 0))
     )
     assert set(result.modality) == {"audio"} and not calls
     pred = method.predict(model, batch)
@@ -337,7 +338,8 @@ def test_methods_on_cuda_with_bf16_autocast(method: str) -> None:
     active[:2, 0] = False
     ctx = StepContext(0, 0, autocast=functools.partial(torch.autocast, "cuda", dtype=torch.bfloat16))
     chosen = create_method(method, NAMES)
-    result = chosen.train_step(model, batch, active, fused, torch.optim.SGD(model.parameters(), lr=0.1), ctx)
+    sgd = torch.optim.SGD(model.parameters(), lr=0.1)
+    result = chosen.train_step(TrainStep(model, batch, active, fused, sgd, ctx))
     assert chosen.losses_are_finite(result) and result.modality["audio"].batch_size == 4
     with torch.no_grad(), ctx.amp():
         assert chosen.predict(model, batch).fused_logits.shape == (6, 3)
@@ -362,7 +364,7 @@ def _ddp_worker(rank: int, world: int, out: str) -> None:
         chosen = create_method(method, NAMES)
         optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
         extras = [
-            chosen.train_step(wrapped, batch, *all_active(), optimizer, StepContext(0, step)).extra
+            chosen.train_step(TrainStep(wrapped, batch, *all_active(), optimizer, StepContext(0, step))).extra
             for step in range(2)
         ]
         results[method] = {"params": [p.detach().clone() for p in model.parameters()], "extras": extras}
@@ -408,7 +410,7 @@ def test_a_plan_normaliser_makes_each_term_a_sum_over_its_rows(method: str) -> N
         active, fused = torch.ones(size, 2, dtype=torch.bool), torch.ones(size, dtype=torch.bool)
         ctx = StepContext(0, 0, normaliser=normaliser)
         m = create_method(method, NAMES, **opts)
-        m.train_step(model, b, active, fused, torch.optim.SGD(model.parameters(), lr=0.0), ctx)
+        m.train_step(TrainStep(model, b, active, fused, torch.optim.SGD(model.parameters(), lr=0.0), ctx))
         # MLA zeroes the gradients before each modality's update: the last one (visual) is left
         grads[name] = _encoder_grad(model, "visual" if method == "mla" else "audio")
     torch.testing.assert_close(grads["two"], 2 * grads["one"], rtol=1e-4, atol=1e-7)
@@ -438,7 +440,7 @@ def test_joint_loss_under_a_normaliser_by_hand() -> None:
     ) / 3.0
     method = create_method("joint", NAMES)
     sgd = torch.optim.SGD(model.parameters(), lr=0.0)
-    result = method.train_step(model, batch, active, fused, sgd, StepContext(0, 0, normaliser=3.0))
+    result = method.train_step(TrainStep(model, batch, active, fused, sgd, StepContext(0, 0, normaliser=3.0)))
     assert result.loss == pytest.approx(expected, rel=1e-5)
     # the traced per-modality loss stays the mean CE over the modality's rows
     mean_audio = float(F.cross_entropy(out.unimodal_logits["audio"][active[:, 0]], y[active[:, 0]]))
@@ -458,7 +460,7 @@ def test_ogm_ge_ratio_under_a_dus_plan(rho_rows: str) -> None:
         score = {m: score[m] / int(rows["mean"][m].sum()) for m in NAMES}
     method = create_method("ogm-ge", NAMES, rho_rows=rho_rows, unimodal_weight=1.0)
     sgd = torch.optim.SGD(model.parameters(), lr=0.0)
-    result = method.train_step(model, batch, active, fused, sgd, StepContext(0, 0))
+    result = method.train_step(TrainStep(model, batch, active, fused, sgd, StepContext(0, 0)))
     assert result.extra["rho/audio"] == pytest.approx(score["audio"] / score["visual"], rel=1e-5)
 
 
@@ -467,7 +469,7 @@ def test_ogm_ge_without_paired_rows_does_not_modulate() -> None:
     active = torch.tensor([[1, 0]] * 3 + [[0, 1]] * 3, dtype=torch.bool)
     method = create_method("ogm-ge", NAMES, unimodal_weight=1.0)
     sgd = torch.optim.SGD(model.parameters(), lr=0.0)
-    result = method.train_step(model, batch, active, active.all(1), sgd, StepContext(0, 0))
+    result = method.train_step(TrainStep(model, batch, active, active.all(1), sgd, StepContext(0, 0)))
     assert result.extra == {}
     with pytest.raises(ValueError, match="rho_rows"):
         create_method("ogm-ge", NAMES, rho_rows="some")

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from test_methods import NAMES, all_active, tiny_batch, tiny_model
 
-from mmrebal.methods import StepContext, create_method
+from mmrebal.methods import StepContext, TrainStep, create_method
 from mmrebal.methods.agm import modulation_coefficients, mono_scores, shapley_outputs
 from mmrebal.methods.pmr import class_means, prototype_logits, rebalance_coefficients
 
@@ -36,7 +36,7 @@ def test_fused_is_ce_on_the_fused_rows_only() -> None:
         out = copy.deepcopy(model)(batch, PARTIAL)
     y = batch["label"]
     method = create_method("fused", NAMES)
-    result = method.train_step(model, batch, PARTIAL, fused, _sgd(model), StepContext(0, 0))
+    result = method.train_step(TrainStep(model, batch, PARTIAL, fused, _sgd(model), StepContext(0, 0)))
     assert result.loss == pytest.approx(float(F.cross_entropy(out.fused_logits[fused], y[fused])), rel=1e-5)
     audio = PARTIAL[:, 0]  # still measured for the samplers, not trained
     assert result.modality["audio"].batch_size == 5
@@ -105,7 +105,7 @@ def test_pmr_begin_epoch_and_step_follow_the_formula() -> None:
     expected = float(F.cross_entropy(out.fused_logits[fused], y[fused])) + sum(
         2.0 * coef[m] * float(terms[m]) for m in NAMES
     )
-    result = method.train_step(model, batch, PARTIAL, fused, _sgd(model), StepContext(0, 0))
+    result = method.train_step(TrainStep(model, batch, PARTIAL, fused, _sgd(model), StepContext(0, 0)))
     assert result.loss == pytest.approx(expected, rel=1e-4)
     assert result.extra == {f"pmr_coef/{m}": pytest.approx(coef[m], rel=1e-4) for m in NAMES}
     assert max(coef.values()) > 0  # the weaker modality got a prototype term
@@ -117,7 +117,7 @@ def test_pmr_off_before_modulation_starts_and_state_round_trips() -> None:
     model, batch = tiny_model(), tiny_batch()
     method = create_method("pmr", NAMES, modulation_starts=2)
     method.begin_epoch(0, model, lambda fraction: iter([batch]))
-    result = method.train_step(model, batch, *all_active(), _sgd(model), StepContext(1, 0))
+    result = method.train_step(TrainStep(model, batch, *all_active(), _sgd(model), StepContext(1, 0)))
     with torch.no_grad():
         z = model(batch).fused_logits
     assert result.loss == pytest.approx(float(F.cross_entropy(z, batch["label"])), rel=1e-5)
@@ -176,7 +176,7 @@ def test_agm_step_scales_each_encoder_gradient_by_its_coefficient() -> None:
     for name, method in (("agm", agm), ("fused", base)):
         model = tiny_model()
         model.eval()  # the same BatchNorm statistics in both steps
-        method.train_step(model, batch, *all_active(), _sgd(model), StepContext(0, 0))
+        method.train_step(TrainStep(model, batch, *all_active(), _sgd(model), StepContext(0, 0)))
         grads[name] = {m: _encoder_grad(model, m) for m in NAMES}
     coefficients = modulation_coefficients(agm.running, dict.fromkeys(NAMES, 0.0), 0.1)
     for m in NAMES:

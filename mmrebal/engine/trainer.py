@@ -46,7 +46,7 @@ from mmrebal.engine.records import EpochRecord, RunState, StepRecord, reduce_ste
 from mmrebal.engine.traces import TraceWriter
 from mmrebal.evaluation.scores import ScoreResult
 from mmrebal.evaluation.scoring import score_split
-from mmrebal.methods import StepContext
+from mmrebal.methods import StepContext, TrainStep
 from mmrebal.samplers.base import Plan, StepFeedback
 
 
@@ -213,14 +213,8 @@ class Trainer:
             autocast=self.autocast,
             normaliser=plan.normaliser,
         )
-        result = self.method.train_step(
-            self.train_model,
-            batch,
-            torch.from_numpy(active),  # masks stay on the host: methods select rows there, no GPU sync
-            torch.from_numpy(fused),
-            self.optimizer,
-            ctx,
-        )
+        masks = torch.from_numpy(active), torch.from_numpy(fused)  # stay on the host: no GPU sync
+        result = self.method.train_step(TrainStep(self.train_model, batch, *masks, self.optimizer, ctx))
         lr = float(self.optimizer.param_groups[0]["lr"])
         record = reduce_step(self.dist, self.device, self.modalities, epoch, step, len(active), result, lr)
         self.state.global_step += 1

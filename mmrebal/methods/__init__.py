@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from mmrebal.methods.base import Method, ModalityStats, StepContext, StepResult
+from mmrebal.methods.base import Method, ModalityStats, StepContext, StepResult, TrainStep
 from mmrebal.registry import Registry
 
 METHODS: Registry[type[Method]] = Registry("method", __name__, reserved=("modalities",))
@@ -17,6 +17,7 @@ __all__ = [
     "ModalityStats",
     "StepContext",
     "StepResult",
+    "TrainStep",
     "check_method_options",
     "create_method",
 ]

@@ -42,6 +42,7 @@ from mmrebal.methods.base import (
     ModulationWindow,
     StepContext,
     StepResult,
+    TrainStep,
     row_index,
     take,
     unwrap,
@@ -161,21 +162,13 @@ class AGM(ModulationWindow, WeightedLoss):
         self.running = {m: self.running[m] * (t - 1) / t + scores[m] / t for m in self.modalities}
         return coefficients
 
-    def train_step(
-        self,
-        model: nn.Module,
-        batch: Batch,
-        active: torch.Tensor,
-        fused: torch.Tensor,
-        optimizer: torch.optim.Optimizer,
-        ctx: StepContext,
-    ) -> StepResult:
+    def train_step(self, step: TrainStep) -> StepResult:
         """k_m from this step's scores first, then the fused step with the hooks (:meth:`on_output`)."""
-        paired = active.cpu().all(1)
+        paired = step.active.all(1)
         self.coefficients = dict.fromkeys(self.modalities, 1.0)
-        if self.modulating(ctx.epoch) and bool(paired.any()):
-            self.coefficients = self.update(self.scores(unwrap(model), batch, paired))
-        return super().train_step(model, batch, active, fused, optimizer, ctx)
+        if self.modulating(step.ctx.epoch) and bool(paired.any()):
+            self.coefficients = self.update(self.scores(unwrap(step.model), step.batch, paired))
+        return super().train_step(step)
 
     def on_output(self, out: ModelOutput, ctx: StepContext) -> None:
         for m, k in self.coefficients.items():

@@ -63,6 +63,29 @@ class StepContext:
         return 1.0 if self.normaliser is None else rows / self.normaliser
 
 
+@dataclass(frozen=True)
+class TrainStep:
+    """Everything one ``train_step`` gets: the model (in its DDP wrapper when there is one), the batch on
+    its device, which modalities each row carries (``active`` bool [B, m]) and which rows feed the
+    fused loss (``fused`` bool [B]), the optimiser and the context. The masks are kept on the host,
+    so selecting rows never synchronises a GPU."""
+
+    model: nn.Module
+    batch: Batch
+    active: torch.Tensor
+    fused: torch.Tensor
+    optimizer: torch.optim.Optimizer
+    ctx: StepContext
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "active", self.active.cpu())
+        object.__setattr__(self, "fused", self.fused.cpu())
+
+    @property
+    def labels(self) -> torch.Tensor:
+        return self.batch["label"]
+
+
 class ModulationWindow:
     """Mixin for a method that modulates only in epochs ``starts <= epoch <= ends`` (None: to the end)."""
 
@@ -163,16 +186,8 @@ class Method(ABC):
         self.modalities = list(modalities)
 
     @abstractmethod
-    def train_step(
-        self,
-        model: nn.Module,
-        batch: Batch,
-        active: torch.Tensor,
-        fused: torch.Tensor,
-        optimizer: torch.optim.Optimizer,
-        ctx: StepContext,
-    ) -> StepResult:
-        """One optimisation step on ``batch``; ``active`` bool [B, m], ``fused`` bool [B]."""
+    def train_step(self, step: TrainStep) -> StepResult:
+        """One optimisation step on ``step.batch``; ``step.active`` bool [B, m], ``step.fused`` bool [B]."""
 
     def begin_epoch(
         self, epoch: int, model: nn.Module, train_subset: Callable[[float], Iterator[Batch]]

@@ -23,13 +23,14 @@ from mmrebal.methods.base import (
     PendingStats,
     StepContext,
     StepResult,
+    TrainStep,
     ce_and_confidence,
     confidence_sum,
     row_index,
     step_if_finite,
     to_host,
 )
-from mmrebal.models.model import Batch, ModelOutput
+from mmrebal.models.model import ModelOutput
 
 
 class WeightedLoss(Method):
@@ -57,18 +58,12 @@ class WeightedLoss(Method):
     def step_weights(self, ctx: StepContext) -> dict[str, float]:
         return {**self.weights, **(ctx.loss_weights or {})}
 
-    def loss(
-        self,
-        out: ModelOutput,
-        labels: torch.Tensor,
-        active: torch.Tensor,
-        fused: torch.Tensor,
-        ctx: StepContext,
-    ) -> tuple[torch.Tensor, PendingStats]:
+    def loss(self, out: ModelOutput, step: TrainStep) -> tuple[torch.Tensor, PendingStats]:
         """Weighted sum of the terms that have rows and a non-zero weight, plus per-modality stats.
 
         Each term is its mean CE times ``ctx.scale(rows)``: a mean, or the plan's sum / normaliser.
-        ``active`` and ``fused`` are CPU masks, so selecting rows never synchronises a GPU."""
+        The step's masks are on the host, so selecting rows never synchronises a GPU."""
+        labels, active, fused, ctx = step.labels, step.active, step.fused, step.ctx
         weights = self.step_weights(ctx)
         terms: list[torch.Tensor] = []
         if bool(fused.any()) and weights["fused"] != 0:
@@ -106,28 +101,19 @@ class WeightedLoss(Method):
         """Hook between backward and step (OGM-GE); returns diagnostics for ``StepResult.extra``."""
         return {}
 
-    def train_step(
-        self,
-        model: nn.Module,
-        batch: Batch,
-        active: torch.Tensor,
-        fused: torch.Tensor,
-        optimizer: torch.optim.Optimizer,
-        ctx: StepContext,
-    ) -> StepResult:
-        active, fused = active.cpu(), fused.cpu()
-        optimizer.zero_grad(set_to_none=True)
-        with ctx.amp():
-            out = model(batch, active)
-        self.on_output(out, ctx)
-        total, pending = self.loss(out, batch["label"], active, fused, ctx)
+    def train_step(self, step: TrainStep) -> StepResult:
+        step.optimizer.zero_grad(set_to_none=True)
+        with step.ctx.amp():
+            out = step.model(step.batch, step.active)
+        self.on_output(out, step.ctx)
+        total, pending = self.loss(out, step)
         if total.requires_grad:
             total.backward()
         loss, stats = to_host(total, pending)  # the step's one synchronisation
         extra: dict[str, float] = {}
         if total.requires_grad:
-            extra = self.after_backward(model, stats, ctx)
-            step_if_finite(loss, optimizer)
+            extra = self.after_backward(step.model, stats, step.ctx)
+            step_if_finite(loss, step.optimizer)
         return StepResult(loss, stats, extra)
 
 

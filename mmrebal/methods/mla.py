@@ -53,8 +53,8 @@ from mmrebal.methods.base import (
     Method,
     ModalityStats,
     Pending,
-    StepContext,
     StepResult,
+    TrainStep,
     ce_and_confidence,
     row_index,
     step_if_finite,
@@ -155,18 +155,10 @@ class MLA(Method):
             mean /= dist.get_world_size()
         return mean
 
-    def train_step(
-        self,
-        model: nn.Module,
-        batch: Batch,
-        active: torch.Tensor,
-        fused: torch.Tensor,
-        optimizer: torch.optim.Optimizer,
-        ctx: StepContext,
-    ) -> StepResult:
+    def train_step(self, step: TrainStep) -> StepResult:
+        model, batch, active, optimizer, ctx = step.model, step.batch, step.active, step.optimizer, step.ctx
         head = self._shared_head(model)
-        labels = batch["label"]
-        active = active.cpu()
+        labels = step.labels
         stats: dict[str, ModalityStats] = {}
         total = 0.0
         for j, m in enumerate(self.modalities):

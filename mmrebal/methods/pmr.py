@@ -38,6 +38,7 @@ from mmrebal.methods.base import (
     ModulationWindow,
     PendingStats,
     StepContext,
+    TrainStep,
     confidence_sum,
     row_index,
     take,
@@ -127,15 +128,9 @@ class PMR(ModulationWindow, WeightedLoss):
             for j, m in enumerate(self.modalities)
         }
 
-    def loss(
-        self,
-        out: ModelOutput,
-        labels: torch.Tensor,
-        active: torch.Tensor,
-        fused: torch.Tensor,
-        ctx: StepContext,
-    ) -> tuple[torch.Tensor, PendingStats]:
-        total, pending = super().loss(out, labels, active, fused, ctx)
+    def loss(self, out: ModelOutput, step: TrainStep) -> tuple[torch.Tensor, PendingStats]:
+        total, pending = super().loss(out, step)
+        labels, active, ctx = step.labels, step.active, step.ctx
         self._coefficients = {}
         if self.prototypes is None or not self.modulating(ctx.epoch):
             return total, pending

@@ -19,8 +19,8 @@ from mmrebal.methods import METHODS
 from mmrebal.methods.base import (
     Method,
     Pending,
-    StepContext,
     StepResult,
+    TrainStep,
     ce_and_confidence,
     row_index,
     step_if_finite,
@@ -45,29 +45,21 @@ class Unimodal(Method):
         only[:, self.index] = active[:, self.index]
         return only
 
-    def train_step(
-        self,
-        model: nn.Module,
-        batch: Batch,
-        active: torch.Tensor,
-        fused: torch.Tensor,
-        optimizer: torch.optim.Optimizer,
-        ctx: StepContext,
-    ) -> StepResult:
-        only = self._only(active.cpu())
+    def train_step(self, step: TrainStep) -> StepResult:
+        only = self._only(step.active)
         mask = only[:, self.index]
         if not bool(mask.any()):
             return StepResult(0.0, {})
-        optimizer.zero_grad(set_to_none=True)
-        with ctx.amp():
-            out = model(batch, only)
-        labels = batch["label"]
+        step.optimizer.zero_grad(set_to_none=True)
+        with step.ctx.amp():
+            out = step.model(step.batch, only)
+        labels = step.labels
         ce, confidence = ce_and_confidence(
             out.unimodal_logits[self.modality], labels, row_index(mask, labels.device)
         )
-        (ctx.scale(int(mask.sum())) * ce).backward()
+        (step.ctx.scale(int(mask.sum())) * ce).backward()
         loss, stats = to_host(ce, {self.modality: Pending(int(mask.sum()), ce, confidence)})
-        step_if_finite(loss, optimizer)
+        step_if_finite(loss, step.optimizer)
         return StepResult(loss, stats)
 
     def predict(self, model: nn.Module, batch: Batch) -> ModelOutput:
