@@ -12,7 +12,9 @@ from mmrebal.engine.checkpoint import load_run_checkpoint
 from mmrebal.engine.display import summary_table
 from mmrebal.engine.hooks import metric_row
 from mmrebal.evaluation.scoring import scope_metrics
+from mmrebal.methods import METHODS
 from mmrebal.registry import keyword_defaults
+from mmrebal.samplers import SAMPLERS
 from mmrebal.storage import atomic_write_bytes
 
 if TYPE_CHECKING:
@@ -21,9 +23,6 @@ if TYPE_CHECKING:
 
 def ran_with(trainer: Trainer) -> dict[str, dict[str, Any]]:
     """The sampler's and the method's options with their defaults filled in, for the report."""
-    from mmrebal.methods import METHODS
-    from mmrebal.samplers import SAMPLERS
-
     c = trainer.config
     return {
         "sampler": {**keyword_defaults(type(trainer.sampler), SAMPLERS.reserved), **c.sampler_options},

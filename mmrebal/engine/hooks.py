@@ -148,7 +148,7 @@ class TraceHook(HookBase):
 
     def flush_partial(self, trainer: Trainer, record: StepRecord) -> None:
         """The rows so far and ``record``'s (a run stopping mid-epoch), written now."""
-        self.after_step(trainer, EpochRecord(record.epoch, trainer.config.epochs), record)
+        self.rows.extend(self.step_rows(record))
         trainer.traces.add("steps", self.rows)
         if trainer.dist.is_main:
             trainer.run_dir.mkdir(parents=True, exist_ok=True)

@@ -81,14 +81,14 @@ def metric_row(epoch: int, split: str, scope: str, m: dict[str, float], selected
 
 
 def reduce_step(
-dist: DistContext,
-device: torch.device,
-modalities: list[str],
-epoch: int,
-step: int,
-rows: int,
-result: StepResult,
-lr: float,
+    dist: DistContext,
+    device: torch.device,
+    modalities: list[str],
+    epoch: int,
+    step: int,
+    rows: int,
+    result: StepResult,
+    lr: float,
 ) -> StepRecord:
     """Global step numbers: sizes and confidence sums summed, losses averaged by rows, over ranks."""
     stats = result.modality

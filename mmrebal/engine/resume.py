@@ -48,6 +48,7 @@ def restore(trainer: Trainer, path: Path) -> str | None:
     notes = [repaired, records and f"from epoch {completed}: {rundir.describe(records)}"]
     return "; ".join(n for n in notes if n) or None
 
+
 def prepare_run_dir(trainer: Trainer) -> None:
     """Lock the run dir; resume from ``last.pt`` when asked; otherwise start clean (see :mod:`rundir`);
     then write ``config.yaml`` and print the run's warnings."""
