@@ -70,8 +70,6 @@ class Trainer:
 
     def __init__(self, parts: RunParts, console: Console | None = None, overwrite: bool = False) -> None:
         config = parts.config
-        if overwrite and config.resume:
-            raise rundir.RunDirError("--resume continues a run and --overwrite replaces it; choose one")
         self.console = console or Console()
         self.overwrite = overwrite
         self.lock: rundir.ExclusiveLock | None = None
@@ -272,6 +270,8 @@ def train(
     """Run one training job end to end and return its summary (also in ``RUN_DIR/summary.json``);
     ``overwrite`` allows replacing a run already in ``config.out``; ``default_cache`` gives the cache
     when the config names none (see :func:`~mmrebal.engine.build.build_run`)."""
+    if overwrite and config.resume:  # refused before anything is built or joined
+        raise rundir.RunDirError("--resume continues a run and --overwrite replaces it; choose one")
     trainer = Trainer(build_run(config, default_cache), console, overwrite)
     try:
         summary = trainer.run()
