@@ -12,6 +12,7 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
+import yaml
 from _tiny_cache import build_tiny_cache
 from typer.testing import CliRunner
 
@@ -314,3 +315,13 @@ def test_presets_carry_the_reference_set_ups() -> None:
     cpu = resolve_config({})
     assert (cpu.augment, cpu.optimizer) == (False, "adam")
     assert resolve_config({"preset": "ogm", "augment": False}).augment is False
+
+
+def test_without_a_cache_the_callers_default_is_built_and_recorded(cache: Path, tmp_path: Path) -> None:
+    config = dataclasses.replace(tiny_config(cache, tmp_path / "run", epochs=1), cache=None)
+    with pytest.raises(ConfigError, match="no cache given"):
+        train(config)
+    asked: list[bool] = []
+    summary = train(config, default_cache=lambda: asked.append(True) or cache)
+    assert asked == [True] and summary["status"] == "complete"
+    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["cache"] == str(cache)
