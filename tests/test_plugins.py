@@ -1,6 +1,6 @@
 """A new sampler is one file: written outside the tree and named in MMREBAL_PLUGINS, the registry finds
-it and the sampler contract tests (exact resume, DDP sharding, a real training run) run it, with no
-list edited anywhere."""
+it and the sampler contract tests (exact resume, DDP sharding, epoch length, a real training run) run
+it, with no list edited anywhere."""
 
 from __future__ import annotations
 
@@ -57,7 +57,8 @@ def test_a_missing_plugin_file_is_one_line(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_a_one_file_sampler_runs_the_contract_tests(tmp_path: Path) -> None:
     plugin = plugin_file(tmp_path)
-    result = _pytest(plugin, "-k", "alternate", "tests/test_samplers.py", "tests/test_sampler_train.py")
+    tests = ("tests/test_samplers.py", "tests/test_sampler_train.py", "tests/test_display.py")
+    result = _pytest(plugin, "-k", "alternate", *tests)
     assert result.returncode == 0, result.stdout[-3000:]
     passed = set(re.findall(r"^PASSED (\S+)", result.stdout, re.M))
     expected = {
@@ -66,6 +67,7 @@ def test_a_one_file_sampler_runs_the_contract_tests(tmp_path: Path) -> None:
         "tests/test_samplers.py::test_plans_shard_disjointly_for_ddp[alternate]",
         "tests/test_sampler_train.py::test_sampler_trains_and_traces[alternate-2]",
         "tests/test_sampler_train.py::test_sampler_trains_and_traces[alternate-3]",
+        "tests/test_display.py::test_epoch_steps_is_the_number_of_plans[alternate]",
     }
     assert expected <= passed, result.stdout[-3000:]
 
