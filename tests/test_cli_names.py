@@ -152,3 +152,12 @@ def test_the_sweeps_train_switches_are_the_train_commands_flags() -> None:
     command = typer.main.get_command(app).commands["train"]
     flags = {opt for param in command.params if getattr(param, "is_flag", False) for opt in param.opts}
     assert train_switches() == flags
+
+
+@pytest.mark.parametrize("kind", ["sampler", "method"])
+def test_every_option_the_help_lists_is_accepted(kind: str) -> None:
+    from mmrebal.cli.describe import options, registry
+
+    for name, factory in load(kind).items():
+        listed = {option: default for option, _, default in options(factory, kind)}
+        assert registry(kind).check(name, listed) == listed, name

@@ -39,11 +39,11 @@ def load(kind: str) -> dict[str, Any]:
 
 
 def options(obj: Any, kind: str) -> list[tuple[str, str, Any]]:
-    """(name, type, default) of every keyword option, a subclass's signature first (as it wins); the
-    arguments mmrebal passes itself (the registry's ``reserved``) are not options."""
+    """(name, type, default) of every keyword option the factory accepts, a subclass's signature first
+    (as it wins); the arguments mmrebal passes itself (the registry's ``reserved``) are not options."""
     out: dict[str, tuple[str, str, Any]] = {}
     skip = {"self", *registry(kind).reserved}
-    for init in signature_chain(obj, whole_mro=True):
+    for init in signature_chain(obj):
         for name, p in inspect.signature(init).parameters.items():
             if name in skip or name in out or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
                 continue
