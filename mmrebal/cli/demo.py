@@ -11,7 +11,7 @@ from pathlib import Path
 
 import typer
 
-from mmrebal.cli.train import fail_cleanly
+from mmrebal.cli.train import default_cache, fail_cleanly
 
 # The demo's training: the cpu preset with the half-width CNNs, so the four runs and the cache build
 # fit in a few minutes on 2 cores.
@@ -36,7 +36,6 @@ def demo_command(
     with fail_cleanly():
         from rich.console import Console
 
-        from mmrebal.prep.avmnist import ensure_default_cache
         from mmrebal.report import write_report
         from mmrebal.sweep import SweepError, SweepRunner, build_spec, error_line
 
@@ -45,7 +44,7 @@ def demo_command(
             raise SweepError("--sampler: pick a rebalancing sampler to set beside uniform, e.g. dus")
         jobs = max(1, min(2, os.cpu_count() or 1))
         train = [*DEMO_TRAIN, "--epochs", str(epochs)]
-        cache = cache or ensure_default_cache()
+        cache = cache or default_cache()
         samplers = f"uniform,{sampler}"
         spec = build_spec({}, cache, samplers, method, str(seed), out, jobs, train, unimodal=True)
         names = ", ".join(c.name for c in spec.cells())
