@@ -18,7 +18,7 @@ from mmrebal.report.runs import find_runs, group_runs
 def test_demo_trains_baseline_and_sampler_and_shows_them_side_by_side(tmp_path: Path) -> None:
     cache = build_tiny_cache(tmp_path / "tiny.h5", n=240)  # DUS draws 2 x 64 rows a step
     out = tmp_path / "demo"
-    args = ["demo", "--cache", str(cache), "--out", str(out), "--epochs", "2", "--sampler", "dus"]
+    args = ["demo", "--cache", str(cache), "--out", str(out), "--epochs", "1", "--sampler", "dus"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     cells = sorted(p.name for p in out.iterdir() if p.is_dir())
