@@ -257,13 +257,13 @@ def _check_names(spec: SweepSpec) -> None:
     except UnknownName as exc:
         raise SweepError(str(exc)) from None
     if any(options for *_, options in parsed):
-        from mmrebal.methods import check_method_options
-        from mmrebal.samplers import check_sampler_options
+        from mmrebal.methods import METHODS
+        from mmrebal.samplers import SAMPLERS
 
-        checkers = {"sampler": check_sampler_options, "method": check_method_options}
+        registries = {"sampler": SAMPLERS, "method": METHODS}
         for kind, flag, name, options in parsed:
             try:
-                checkers[kind](name, options)
+                registries[kind].check(name, options)
             except ValueError as exc:
                 raise SweepError(f"{flag}: {exc}") from None
 

@@ -18,7 +18,6 @@ __all__ = [
     "StepContext",
     "StepResult",
     "TrainStep",
-    "check_method_options",
     "create_method",
 ]
 
@@ -27,7 +26,3 @@ def create_method(name: str, modalities: Sequence[str], **options: Any) -> Metho
     """Build method ``name``; a wrong option name or value is one clear error (see ``Registry.build``)."""
     return METHODS.build(name, options, modalities=modalities)
 
-
-def check_method_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
-    """Method ``name``'s ``options`` checked and coerced (one clear line if wrong), nothing built."""
-    return METHODS.check(name, options)

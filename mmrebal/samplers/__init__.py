@@ -16,7 +16,6 @@ __all__ = [
     "SamplerSetup",
     "ScoreResult",
     "StepFeedback",
-    "check_sampler_options",
     "create_sampler",
 ]
 
@@ -30,7 +29,3 @@ def create_sampler(name: str, options: dict[str, Any] | None = None, **given: An
     own = {k: v for k, v in given.items() if k not in _SETUP_FIELDS}
     return SAMPLERS.build(name, {**(options or {}), **own}, setup)
 
-
-def check_sampler_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
-    """Sampler ``name``'s ``options`` checked and coerced (one clear line if wrong), nothing built."""
-    return SAMPLERS.check(name, options)
