@@ -5,9 +5,10 @@ prep presets) this writes a synthetic cache with the project's own writer (``tra
 synthetic_cache``: journal + assembly) and times, on the same shuffled batches at the batch size of
 the matching train preset (``cpu`` 64, ``ogm`` 64, ``bss`` 32):
 
-- **mmrebal**: the DataLoader the trainer builds (``mmrebal.evaluation.scoring.batch_loader`` with
+- **mmrebal**: the loader the trainer builds (``mmrebal.evaluation.scoring.batch_loader`` with
   ``mmrebal.engine.loading.loader_settings``, over ``CacheDataset.__getitems__``, not preloaded: the
-  path of a split too large for ``--preload auto``), with 0, 1 and 2 workers. What it
+  path of a split too large for ``--preload auto``), with 0, 1 and 2 workers, as reader threads
+  (``--reader threads``, the default) and as DataLoader processes (``--reader processes``). What it
   delivers is what the trainer hands to ``device_batch``: stored uint8 frames, float32 spectrograms
   (the float conversion runs on the training device and is not part of the read path);
 - **raw**: a plain per-row h5py loop over the same rows in one process (``np.stack`` of ``ds[row]``,
@@ -150,33 +151,42 @@ def measure(name: str, args: argparse.Namespace, tmp: Path) -> list[tuple[str, .
     jpeg_batches = batches[: args.jpeg_batches + 1]  # item i is clip i % clips
     raw = measure_rate(raw_rows(cache, dataset.rows, batches), len(batches))
     print(f"{name}: raw per-row h5py {raw.wall:.0f} samples/s", file=sys.stderr)
-    rows, base = [], None
+    rows, base, cpu = [], None, torch.device("cpu")
     for workers in args.workers:
-        cpu = torch.device("cpu")
-        ours = measure_rate(batch_loader(dataset, batches, cpu, loader_settings(workers, cpu)), len(batches))
         reference = JpegItems(folders, preset)
         jpeg = measure_rate(
             DataLoader(reference, batch_sampler=jpeg_batches, num_workers=workers), len(jpeg_batches)
         )
-        base = base or ours.wall
-        print(f"{name}: {workers} workers: mmrebal {ours.wall:.0f}, JPEG {jpeg.wall:.1f} /s", file=sys.stderr)
-        rows.append(
-            (
-                name,
-                str(bs),
-                str(workers),
-                f"{ours.wall:.0f}",
-                f"{raw.wall:.0f}",
-                f"{jpeg.wall:.1f}",
-                f"{ours.wall / base:.2f}",
-                f"{ours.wall / jpeg.wall:.0f}x",
-                f"{ours.cpu:.0f}",
-                f"{raw.cpu:.0f}",
-                f"{ours.cpu / raw.cpu:.2f}",
-                f"{ours.cpu / jpeg.cpu:.0f}x",
+        for reader in ("threads", "processes") if workers else ("main",):
+            settings = loader_settings(workers, cpu, reader)
+            ours = measure_rate(batch_loader(dataset, batches, cpu, settings), len(batches))
+            base = base or ours.wall
+            print(
+                f"{name}: {workers} {reader}: mmrebal {ours.wall:.0f}, JPEG {jpeg.wall:.1f} /s",
+                file=sys.stderr,
             )
-        )
+            rows.append(reader_row(name, bs, workers, reader, ours, raw, jpeg, base))
     return rows
+
+
+def reader_row(
+    name: str, bs: int, workers: int, reader: str, ours: Rate, raw: Rate, jpeg: Rate, base: float
+) -> tuple[str, ...]:
+    """One line of the loader table."""
+    return (
+        name,
+        str(bs),
+        f"{workers} {reader}",
+        f"{ours.wall:.0f}",
+        f"{raw.wall:.0f}",
+        f"{jpeg.wall:.1f}",
+        f"{ours.wall / base:.2f}",
+        f"{ours.wall / jpeg.wall:.0f}x",
+        f"{ours.cpu:.0f}",
+        f"{raw.cpu:.0f}",
+        f"{ours.cpu / raw.cpu:.2f}",
+        f"{ours.cpu / jpeg.cpu:.0f}x",
+    )
 
 
 def natural_frames(shape: tuple[int, ...]) -> Callable[[np.random.Generator], np.ndarray]:

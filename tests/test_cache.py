@@ -124,10 +124,10 @@ def test_reading_one_modality_never_touches_another(tmp_path: Path, monkeypatch)
         touched.append(f"{self.name}/{name}" if isinstance(name, str) else str(name))
         return original(self, name)
 
-    ds = CacheDataset(out, "test", modalities=["audio"])
     monkeypatch.setattr(h5py.Group, "__getitem__", spy)
+    ds = CacheDataset(out, "test", modalities=["audio"])  # where the rows' chunks sit: asked of HDF5 here
     batch = ds.__getitems__([0, 1])
-    assert set(batch) == {"idx", "label", "audio"}
+    assert set(batch) == {"idx", "label", "audio"} and set(ds.keys) == {"audio/spec"}
     assert touched and not any("visual" in t for t in touched)
     with pytest.raises(ValueError, match="no modality depth"):
         CacheDataset(out, "test", modalities=["depth"])

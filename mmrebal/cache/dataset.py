@@ -1,9 +1,11 @@
 """A torch ``Dataset`` over one split of a cache.
 
-The HDF5 file is opened lazily, once per process (DataLoader workers each get their own handle), and
+The file is opened lazily, once per process (DataLoader workers each get their own handle), and
 only the requested modalities' groups are read. ``__getitems__`` reads a whole batch, row by row into
-one preallocated array per cache array (``mmrebal.cache.rows``); it is what the DataLoader calls when
-it is given a batch sampler.
+one preallocated tensor per cache array (``mmrebal.cache.rows``: by file offset outside the GIL for
+unfiltered arrays, through HDF5 for filtered ones); it is what a loader calls with a batch of rows.
+With ``pin_memory`` those tensors are allocated pinned (in the main process only: a forked worker
+must not touch CUDA), so the host-to-GPU copy starts from them without another copy.
 """
 
 from __future__ import annotations
@@ -17,23 +19,27 @@ from typing import Any
 import h5py
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, get_worker_info
 
 from mmrebal.cache.format import open_cache, read_info, split_rows
-from mmrebal.cache.rows import chunk_bytes, open_for_rows, raw_chunks, read_rows
+from mmrebal.cache.rows import RowFile, chunk_bytes, chunk_offsets, open_for_rows, read_rows
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def _from_arrays(kind: str, arrays: dict[str, np.ndarray]) -> torch.Tensor | dict[str, torch.Tensor]:
-    """Cache arrays (batched) as tensors in their stored layout and dtype: what a worker ships."""
+def _from_arrays(kind: str, arrays: dict[str, torch.Tensor]) -> torch.Tensor | dict[str, torch.Tensor]:
+    """A modality's batched cache arrays as a loader ships them: tokens a dict, the others one tensor."""
     if kind == "tokens":
-        return {key: torch.from_numpy(value) for key, value in arrays.items()}
+        return arrays
     if kind in ("frames", "image", "spectrogram"):
         (value,) = arrays.values()
-        return torch.from_numpy(value)
+        return value
     raise ValueError(f"unknown modality kind {kind!r}")
+
+
+def _torch_dtype(dtype: np.dtype) -> torch.dtype:
+    return torch.from_numpy(np.empty(0, dtype)).dtype
 
 
 @functools.lru_cache(maxsize=16)
@@ -75,7 +81,8 @@ class CacheDataset(Dataset):
     come in the cache's stored layout and dtype (frames and images uint8, channels last), so workers
     and pinned-memory copies move 4x fewer bytes; :func:`model_inputs` converts them where the batch
     lands (``mmrebal.engine.device.device_batch``).
-    ``preload=True`` reads the split's arrays into memory once (small caches, CPU runs).
+    ``preload=True`` reads the split's arrays into memory once (small caches, CPU runs);
+    ``pin_memory`` allocates batches pinned in the main process (the batches go to a GPU).
     """
 
     def __init__(
@@ -84,6 +91,7 @@ class CacheDataset(Dataset):
         split: str,
         modalities: Sequence[str] | None = None,
         preload: bool = False,
+        pin_memory: bool = False,
     ) -> None:
         self.path = Path(path)
         self.info = read_info(self.path)
@@ -101,15 +109,21 @@ class CacheDataset(Dataset):
             self.labels = np.asarray(f["label"][:])[self.rows]
             ids = np.asarray(f["sample_id"][:])[self.rows]
             self.array_names = {m: list(f[m].keys()) for m in self.modalities}
-            keys = [f"{m}/{a}" for m in self.modalities for a in self.array_names[m]]
-            self._largest_chunk = max((chunk_bytes(f[k]) for k in keys), default=0)
-            self._memory: dict[str, np.ndarray] | None = None
-            if preload and len(self.rows):
-                self._memory = {k: read_rows(f[k], self.rows, raw_chunks(f[k])) for k in keys}
+            self.keys = [f"{m}/{a}" for m in self.modalities for a in self.array_names[m]]
+            self._largest_chunk = max((chunk_bytes(f[k]) for k in self.keys), default=0)
+            self._layout = {k: (f[k].shape[1:], _torch_dtype(f[k].dtype)) for k in self.keys}
+            self._offsets = {k: chunk_offsets(f[k]) for k in self.keys}  # None: read through HDF5
         self.sample_ids = [i.decode() for i in ids]
+        self.pin_memory = pin_memory
         self._file: h5py.File | None = None
-        self._arrays: dict[str, tuple[h5py.Dataset, bool]] = {}
+        self._row_file: RowFile | None = None
+        self._arrays: dict[str, h5py.Dataset] = {}
         self._pid: int | None = None
+        self._memory: dict[str, np.ndarray] | None = None
+        if preload and len(self.rows):
+            every = np.arange(len(self.rows))
+            self._memory = {k: self._read(k, every, pin=False).numpy() for k in self.keys}
+            self.close()
 
     @property
     def num_classes(self) -> int:
@@ -118,28 +132,50 @@ class CacheDataset(Dataset):
     def __len__(self) -> int:
         return len(self.rows)
 
-    def _array(self, key: str) -> tuple[h5py.Dataset, bool]:
-        """This process's dataset object for ``key`` (one handle per process) and its raw-chunk flag."""
-        if self._file is None or self._pid != os.getpid():
+    @property
+    def thread_safe(self) -> bool:
+        """Whether batches read without h5py (preloaded, or every array by offset), so reader threads
+        of one process read them in parallel (``mmrebal.engine.prefetch``)."""
+        return self._memory is not None or all(o is not None for o in self._offsets.values())
+
+    def open(self) -> None:
+        """This process's handles (one per process, reopened after a fork); reader threads share them."""
+        if self._pid == os.getpid():
+            return
+        self._file, self._row_file, self._pid = None, None, os.getpid()  # a parent's, not ours to close
+        if any(o is None for o in self._offsets.values()):
             self._file = open_for_rows(self.path, self._largest_chunk)
-            self._arrays = {}
-            self._pid = os.getpid()
-        if key not in self._arrays:
-            ds = self._file[key]
-            self._arrays[key] = (ds, raw_chunks(ds))
-        return self._arrays[key]
+            self._arrays = {k: self._file[k] for k, o in self._offsets.items() if o is None}
+        if any(o is not None for o in self._offsets.values()):
+            self._row_file = RowFile(self.path)
+
+    def close(self) -> None:
+        if self._pid == os.getpid():
+            if self._file is not None:
+                self._file.close()
+            if self._row_file is not None:
+                self._row_file.close()
+        self._file, self._row_file, self._arrays, self._pid = None, None, {}, None
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state.update(_file=None, _arrays={}, _pid=None)
+        state.update(_file=None, _row_file=None, _arrays={}, _pid=None)
         return state
 
-    def _read(self, key: str, positions: np.ndarray) -> np.ndarray:
-        """Rows for split positions, in the order asked, duplicates included."""
+    def _read(self, key: str, positions: np.ndarray, pin: bool) -> torch.Tensor:
+        """Rows for split positions, in the order asked, duplicates included, into a new tensor."""
+        shape, dtype = self._layout[key]
+        out = torch.empty((len(positions), *shape), dtype=dtype, pin_memory=pin)
         if self._memory is not None:
-            return self._memory[key][positions]
-        ds, raw = self._array(key)
-        return read_rows(ds, self.rows[positions], raw)
+            np.take(self._memory[key], positions, axis=0, out=out.numpy())
+            return out
+        self.open()
+        offsets, rows = self._offsets[key], self.rows[positions]
+        if offsets is not None:
+            self._row_file.read(offsets, rows, out.numpy())
+        else:
+            read_rows(self._arrays[key], rows, out.numpy())
+        return out
 
     def __getitems__(self, positions: Sequence[int]) -> dict[str, Any]:
         pos = np.asarray(positions, dtype=np.int64)
@@ -147,8 +183,9 @@ class CacheDataset(Dataset):
             "idx": torch.from_numpy(pos.copy()),
             "label": torch.from_numpy(self.labels[pos].astype(np.int64)),
         }
+        pin = self.pin_memory and get_worker_info() is None
         for m in self.modalities:
-            arrays = {a: self._read(f"{m}/{a}", pos) for a in self.array_names[m]}
+            arrays = {a: self._read(f"{m}/{a}", pos, pin) for a in self.array_names[m]}
             batch[m] = _from_arrays(self.info.modalities[m], arrays)
         return batch
 

@@ -1,5 +1,9 @@
 """How the trainer feeds itself: worker count, worker persistence, prefetch, pinning and preload.
 
+Workers are reader threads of the main process where the cache allows it (``reader`` ``threads``,
+the default: see ``mmrebal.engine.prefetch``), else DataLoader worker processes (``processes``, also
+what a filtered cache gets).
+
 CPU runs keep the loader in the main process (``workers`` 0: plan t+1 is drawn after the feedback
 of step t, and the numbers of a run do not depend on the machine). CUDA runs read in worker
 processes sized from the cores this process may use (shared by the local DDP ranks), keep them
@@ -23,14 +27,18 @@ RAM_SHARE = 0.5
 PREFETCH = 2  # batches in flight per worker: PyTorch's default; plans run this far ahead of feedback
 
 
+READERS = ("threads", "processes")
+
+
 @dataclass(frozen=True)
 class LoaderSettings:
-    """DataLoader options of one run (``workers == 0`` disables the others but pinning)."""
+    """Loader options of one run (``workers == 0`` disables the others but pinning)."""
 
     workers: int
     pin_memory: bool
     persistent: bool
     prefetch: int | None
+    threads: bool = True  # workers are reader threads where the cache allows it
 
     def dataloader_kwargs(self) -> dict[str, object]:
         kwargs: dict[str, object] = {"num_workers": self.workers, "pin_memory": self.pin_memory}
@@ -48,13 +56,19 @@ def local_world_size() -> int:
     return max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
 
 
-def loader_settings(workers: int | None, device: torch.device) -> LoaderSettings:
+def loader_settings(workers: int | None, device: torch.device, reader: str = "threads") -> LoaderSettings:
     """``workers`` None: 0 on CPU; on CUDA this rank's share of the cores less one for the main process."""
     cuda = device.type == "cuda"
     if workers is None:
         share = usable_cores() // local_world_size()
         workers = min(MAX_AUTO_WORKERS, max(1, share - 1)) if cuda else 0
-    return LoaderSettings(workers, pin_memory=cuda, persistent=cuda and workers > 0, prefetch=PREFETCH)
+    return LoaderSettings(
+        workers,
+        pin_memory=cuda,
+        persistent=cuda and workers > 0,
+        prefetch=PREFETCH,
+        threads=reader == "threads",
+    )
 
 
 def available_memory() -> int:

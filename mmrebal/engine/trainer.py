@@ -235,10 +235,11 @@ class Trainer:
         self.config = config = dataclasses.replace(config, cache=str(cache))  # recorded as resolved
         self.info = read_info(cache)
         self.modalities = list(self.info.modalities)
-        self.loading = loader_settings(config.workers, self.device)
-        preload = decide_preload(config.preload, Path(cache))
+        self.loading = loader_settings(config.workers, self.device, config.reader)
+        preload, pin = decide_preload(config.preload, Path(cache)), self.loading.pin_memory
         self.datasets = {
-            split: CacheDataset(cache, split, preload=preload) for split in ("train", "val", "test")
+            split: CacheDataset(cache, split, preload=preload, pin_memory=pin)
+            for split in ("train", "val", "test")
         }
         for split, ds in self.datasets.items():
             if len(ds) == 0:

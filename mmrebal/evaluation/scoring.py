@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader
 from mmrebal.cache.dataset import CacheDataset, batch_collate
 from mmrebal.engine.device import device_batch
 from mmrebal.engine.loading import LoaderSettings, loader_settings
+from mmrebal.engine.prefetch import ThreadLoader
 from mmrebal.evaluation.metrics import classification_metrics
 from mmrebal.samplers.base import ScoreResult
 
@@ -32,12 +33,16 @@ def batch_loader(
     batches: Iterable[list[int]],
     device: torch.device,
     settings: LoaderSettings | None = None,
-) -> DataLoader:
-    """A DataLoader whose batch sampler yields row lists, read with one ``__getitems__`` call per batch.
+) -> DataLoader | ThreadLoader:
+    """A loader over row lists, read with one ``__getitems__`` call per batch: reader threads where
+    the settings and the cache allow them, else a DataLoader (``settings.workers`` processes).
 
     ``settings`` default: the main process only (``loader_settings(0, device)``).
     """
     settings = settings or loader_settings(0, device)
+    if settings.workers and settings.threads and dataset.thread_safe:
+        prefetch = settings.prefetch or 1
+        return ThreadLoader(dataset, batches, settings.workers, prefetch, settings.persistent, device)
     return DataLoader(
         dataset, batch_sampler=batches, collate_fn=batch_collate, **settings.dataloader_kwargs()
     )
