@@ -22,6 +22,7 @@ import torch
 from torch.utils.data import Dataset, get_worker_info
 
 from mmrebal.cache.format import open_cache, read_info, split_rows
+from mmrebal.cache.jpeg import EncodedFrames, batch_of, decoded_shape, encoded
 from mmrebal.cache.rows import RowFile, chunk_bytes, chunk_offsets, open_for_rows, read_rows
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -55,8 +56,11 @@ def model_input(kind: str, value: Any) -> torch.Tensor | dict[str, torch.Tensor]
     """A stored-layout batch tensor -> model input, on whatever device it sits.
 
     frames uint8 [B, T, H, W, 3] -> float [B, T, 3, H, W] and image [B, H, W, 3] -> [B, 3, H, W], both
-    ImageNet-normalised; spectrogram [B, F, T] -> float [B, 1, F, T]; tokens -> int64 dict.
+    ImageNet-normalised (JPEG batches decoded first, on their device); spectrogram [B, F, T] -> float
+    [B, 1, F, T]; tokens -> int64 dict.
     """
+    if isinstance(value, EncodedFrames):
+        value = value.decode()
     if kind == "frames" or kind == "image":
         order = (0, 1, 4, 2, 3) if kind == "frames" else (0, 3, 1, 2)
         x = value.permute(*order).float().div_(255.0)
@@ -111,7 +115,10 @@ class CacheDataset(Dataset):
             self.array_names = {m: list(f[m].keys()) for m in self.modalities}
             self.keys = [f"{m}/{a}" for m in self.modalities for a in self.array_names[m]]
             self._largest_chunk = max((chunk_bytes(f[k]) for k in self.keys), default=0)
-            self._layout = {k: (f[k].shape[1:], _torch_dtype(f[k].dtype)) for k in self.keys}
+            self._layout = {
+                k: (f[k].shape[1:], _torch_dtype(f[k].dtype)) for k in self.keys if not encoded(f[k])
+            }
+            self._encoded = {k: decoded_shape(f[k]) for k in self.keys if encoded(f[k])}  # JPEG arrays
             self._offsets = {k: chunk_offsets(f[k]) for k in self.keys}  # None: read through HDF5
         self.sample_ids = [i.decode() for i in ids]
         self.pin_memory = pin_memory
@@ -122,7 +129,12 @@ class CacheDataset(Dataset):
         self._memory: dict[str, np.ndarray] | None = None
         if preload and len(self.rows):
             every = np.arange(len(self.rows))
-            self._memory = {k: self._read(k, every, pin=False).numpy() for k in self.keys}
+            self._memory = {
+                k: self._jpeg_rows(k, every)
+                if k in self._encoded
+                else self._read(k, every, pin=False).numpy()
+                for k in self.keys
+            }
             self.close()
 
     @property
@@ -162,8 +174,22 @@ class CacheDataset(Dataset):
         state.update(_file=None, _row_file=None, _arrays={}, _pid=None)
         return state
 
-    def _read(self, key: str, positions: np.ndarray, pin: bool) -> torch.Tensor:
-        """Rows for split positions, in the order asked, duplicates included, into a new tensor."""
+    def _jpeg_rows(self, key: str, positions: np.ndarray) -> np.ndarray:
+        """The byte strings of a JPEG array's rows, as an object array ``[len(positions), *leading]``."""
+        if self._memory is not None:
+            return self._memory[key][positions]
+        self.open()
+        ds = self._arrays[key]
+        out = np.empty((len(positions), *ds.shape[1:]), dtype=object)
+        for i, row in enumerate(self.rows[positions].tolist()):
+            out[i] = ds[row]
+        return out
+
+    def _read(self, key: str, positions: np.ndarray, pin: bool) -> torch.Tensor | EncodedFrames:
+        """Rows for split positions, in the order asked, duplicates included, into a new tensor
+        (JPEG arrays: their undecoded batch)."""
+        if key in self._encoded:
+            return batch_of(self._jpeg_rows(key, positions), self._encoded[key])
         shape, dtype = self._layout[key]
         out = torch.empty((len(positions), *shape), dtype=dtype, pin_memory=pin)
         if self._memory is not None:
@@ -191,9 +217,14 @@ class CacheDataset(Dataset):
 
     def __getitem__(self, position: int) -> dict[str, Any]:
         batch = self.__getitems__([position])
-        return {
-            k: (v[0] if torch.is_tensor(v) else {kk: vv[0] for kk, vv in v.items()}) for k, v in batch.items()
-        }
+        return {k: _first(v) for k, v in batch.items()}
+
+
+def _first(value: Any) -> Any:
+    """The first row of a batch value (a JPEG batch decoded on the CPU)."""
+    if isinstance(value, dict):
+        return {k: v[0] for k, v in value.items()}
+    return (value.decode() if isinstance(value, EncodedFrames) else value)[0]
 
 
 def batch_collate(batch: dict[str, Any]) -> dict[str, Any]:

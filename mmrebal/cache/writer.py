@@ -22,6 +22,7 @@ import h5py
 import numpy as np
 
 from mmrebal import __version__
+from mmrebal.cache import jpeg
 from mmrebal.cache.format import FORMAT_VERSION, SPLITS, CacheError, attr_value
 from mmrebal.storage import StorageError, atomic_path, atomic_write_bytes, free_space, human_size
 
@@ -131,7 +132,10 @@ def assemble(
     attrs: dict[str, Any],
     compression: str | None = None,
 ) -> Path:
-    """Write the HDF5 cache from the journal in ``entries`` order; the file appears only when complete."""
+    """Write the HDF5 cache from the journal in ``entries`` order; the file appears only when complete.
+
+    ``compression``: None (raw), an HDF5 filter of every per-sample array (``lzf``, ``gzip``), or
+    ``jpeg``: frames and images JPEG-encoded (``mmrebal.cache.jpeg``), the other arrays raw."""
     if not entries:
         raise CacheError(f"{out}: nothing to write (no sample was prepared)")
     ids = [e.sample_id for e in entries]
@@ -160,22 +164,28 @@ def assemble(
             group_name = key.split("/", 1)[0]
             group = f.require_group(group_name)
             group.attrs["kind"] = modality_kinds[group_name]
+            if compression == "jpeg" and jpeg.encodable(value):
+                arrays[key] = jpeg.create(f, key, n, value)
+                continue
             arrays[key] = f.create_dataset(
                 key,
                 shape=(n, *value.shape),
                 dtype=value.dtype,
                 chunks=(1, *value.shape),
-                compression=compression,
+                compression=None if compression == "jpeg" else compression,
             )
         for row, entry in enumerate(entries):
             sample = first if row == 0 else journal.read(entry.sample_id)
             for key, ds in arrays.items():
                 value = sample.get(key)
-                if value is None or value.shape != ds.shape[1:]:
+                if value is None or value.shape != jpeg.decoded_shape(ds):
                     got = None if value is None else value.shape
                     raise CacheError(
-                        f"{entry.sample_id}: {key} has shape {got}, expected {ds.shape[1:]}; "
+                        f"{entry.sample_id}: {key} has shape {got}, expected {jpeg.decoded_shape(ds)}; "
                         "the preset must give every sample the same shape"
                     )
-                ds[row] = value
+                if jpeg.encoded(ds):
+                    jpeg.write(ds, row, value)
+                else:
+                    ds[row] = value
     return out
