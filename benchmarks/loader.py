@@ -22,9 +22,11 @@ samples/s, and samples per CPU-second of every process that read them (the main 
 which is what one process achieves without the other tenants of a shared machine. Goals: mmrebal >=
 0.9x raw per process, >= 20x the JPEG loader, and wall rate linear in workers where cores are free.
 
-A second table compares the cache layouts of ``mmrebal prep --compression`` at ``bss-ks`` shapes
-(frames cut from photographs so that a compressor has natural content): bytes per sample on disk and
-batch read speed in one process.
+A second table compares the cache layouts of ``mmrebal prep --compression`` (raw, lzf, JPEG frames)
+at ``bss-ks`` shapes (frames cut from photographs so that a compressor has natural content): bytes
+per sample on disk, batch read speed in one process, and the speed to model input on the CPU
+(``model_inputs``: the JPEG decode, float conversion and normalisation; on CUDA the decode is
+nvJPEG's on the GPU, which this CPU table does not time).
 
 Usage: ``python benchmarks/loader.py [--shapes avmnist,ogm,ogm-3f,bss-ks] [--rows 256] [--batches 24]``
 """
@@ -49,7 +51,7 @@ from prep import make_dataset, stage1_dump, stage2_item, table
 from torch.utils.data import DataLoader, Dataset
 from train_step import synthetic_cache
 
-from mmrebal.cache.dataset import CacheDataset
+from mmrebal.cache.dataset import CacheDataset, model_inputs
 from mmrebal.engine import loading
 from mmrebal.engine.config import resolve_config
 from mmrebal.engine.loading import loader_settings
@@ -145,7 +147,7 @@ def measure(name: str, args: argparse.Namespace, tmp: Path) -> list[tuple[str, .
         frames_shape=preset.frames.shape(),
         spec_shape=preset.audio.shape(),
     )
-    folders = jpeg_dump(tmp / f"{name}-jpeg", preset, args.clips, max(args.workers))
+    folders = jpeg_dump(tmp / f"{name}-jpeg", preset, args.clips, max(1, *args.workers))
     dataset = CacheDataset(cache, "train", preload=False)
     batches = shuffled_batches(len(dataset), bs, args.batches + 1)
     jpeg_batches = batches[: args.jpeg_batches + 1]  # item i is clip i % clips
@@ -208,12 +210,21 @@ def natural_frames(shape: tuple[int, ...]) -> Callable[[np.random.Generator], np
     return draw
 
 
+def frames_bytes(path: Path) -> float:
+    """Stored bytes of one sample's frames: the JPEG strings' lengths, else the array's storage."""
+    with h5py.File(path, "r") as f:
+        ds = f["visual/frames"]
+        if ds.dtype.kind == "O":
+            return sum(len(b) for row in ds for b in row) / len(ds)
+        return ds.id.get_storage_size() / len(ds)
+
+
 def measure_layouts(args: argparse.Namespace, tmp: Path) -> list[tuple[str, ...]]:
     """Size and read speed of the cache layouts (``prep --compression``) at Kinetics-Sounds shapes."""
     preset = PRESETS.get("bss-ks")
     bs = resolve_config({"preset": SHAPES["bss-ks"], "device": "cpu"}).batch_size
     out, base = [], None
-    for compression in ("none", "lzf"):
+    for compression in ("none", "lzf", "jpeg"):
         path = synthetic_cache(
             tmp / f"layout-{compression}.h5",
             args.rows,
@@ -226,11 +237,18 @@ def measure_layouts(args: argparse.Namespace, tmp: Path) -> list[tuple[str, ...]
         batches = shuffled_batches(len(dataset), bs, args.batches + 1)
         cpu = torch.device("cpu")
         ours = measure_rate(batch_loader(dataset, batches, cpu, loader_settings(0, cpu)), len(batches))
+        kinds = dataset.info.modalities
+        inputs = (
+            model_inputs(b, kinds) for b in batch_loader(dataset, batches, cpu, loader_settings(0, cpu))
+        )
+        converted = measure_rate(inputs, len(batches))
         raw = measure_rate(raw_rows(path, dataset.rows, batches), len(batches))
         size = path.stat().st_size / (args.rows + 32)
-        base = base or (size, ours.wall)
-        out.append((compression, f"{size / 1e3:.0f}", f"{base[0] / size:.2f}x", f"{ours.wall:.0f}",
-                    f"{raw.wall:.0f}", f"{ours.wall / base[1]:.2f}"))  # fmt: skip
+        base = base or (size, ours.wall, converted.wall)
+        frames = frames_bytes(path)
+        out.append((compression, f"{size / 1e3:.0f}", f"{frames / 1e3:.0f}", f"{base[0] / size:.2f}x",
+                    f"{ours.wall:.0f}", f"{raw.wall:.0f}", f"{ours.wall / base[1]:.2f}",
+                    f"{converted.wall:.0f}", f"{converted.wall / base[2]:.2f}"))  # fmt: skip
         print(f"layout {compression}: {size / 1e3:.0f} KB/sample, {ours.wall:.0f} samples/s", file=sys.stderr)
     return out
 
@@ -243,7 +261,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--clips", type=int, default=16, help="generated clips behind the JPEG loader")
     parser.add_argument("--jpeg-batches", type=int, default=3, help="timed JPEG-loader batches")
     parser.add_argument("--workers", default="0,1,2", help="DataLoader worker counts")
-    parser.add_argument("--no-layouts", action="store_true", help="skip the raw vs lzf layout table")
+    parser.add_argument("--no-layouts", action="store_true", help="skip the raw / lzf / jpeg layout table")
     args = parser.parse_args(argv)
     args.workers = [int(w) for w in args.workers.split(",")]
     names = args.shapes.split(",")
@@ -264,7 +282,8 @@ def main(argv: list[str] | None = None) -> None:
     table(header, rows)
     if layouts:
         print("\nlayouts at bss-ks (Kinetics-Sounds) shapes, frames cut from photographs, 0 workers:\n")
-        table(("layout", "KB/sample", "smaller", "mmrebal /s", "raw h5py /s", "read speed vs none"), layouts)
+        table(("layout", "KB/sample", "frames KB/sample", "smaller", "mmrebal /s", "raw h5py /s",
+               "read speed vs none", "to model input /s", "vs none"), layouts)  # fmt: skip
 
 
 if __name__ == "__main__":
