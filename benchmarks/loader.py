@@ -24,9 +24,9 @@ which is what one process achieves without the other tenants of a shared machine
 
 A second table compares the cache layouts of ``mmrebal prep --compression`` (raw, lzf, JPEG frames)
 at ``bss-ks`` shapes (frames cut from photographs so that a compressor has natural content): bytes
-per sample on disk, batch read speed in one process, and the speed to model input on the CPU
-(``model_inputs``: the JPEG decode, float conversion and normalisation; on CUDA the decode is
-nvJPEG's on the GPU, which this CPU table does not time).
+per sample on disk, batch read speed in one process, and the speed to model input on ``--device``
+(``device_batch``: the transfer, the JPEG decode, float conversion and normalisation; on CUDA the
+decode is nvJPEG's on the GPU). ``--device cuda`` also pins the main table's batches as training does.
 
 Usage: ``python benchmarks/loader.py [--shapes avmnist,ogm,ogm-3f,bss-ks] [--rows 256] [--batches 24]``
 """
@@ -51,9 +51,10 @@ from prep import make_dataset, stage1_dump, stage2_item, table
 from torch.utils.data import DataLoader, Dataset
 from train_step import synthetic_cache
 
-from mmrebal.cache.dataset import CacheDataset, model_inputs
+from mmrebal.cache.dataset import CacheDataset
 from mmrebal.engine import loading
 from mmrebal.engine.config import resolve_config
+from mmrebal.engine.device import device_batch, resolve_device
 from mmrebal.engine.loading import loader_settings
 from mmrebal.evaluation.scoring import batch_loader
 from mmrebal.prep.presets import PRESETS, Preset
@@ -148,20 +149,20 @@ def measure(name: str, args: argparse.Namespace, tmp: Path) -> list[tuple[str, .
         spec_shape=preset.audio.shape(),
     )
     folders = jpeg_dump(tmp / f"{name}-jpeg", preset, args.clips, max(1, *args.workers))
-    dataset = CacheDataset(cache, "train", preload=False)
+    dataset = CacheDataset(cache, "train", preload=False, pin_memory=args.device.type == "cuda")
     batches = shuffled_batches(len(dataset), bs, args.batches + 1)
     jpeg_batches = batches[: args.jpeg_batches + 1]  # item i is clip i % clips
     raw = measure_rate(raw_rows(cache, dataset.rows, batches), len(batches))
     print(f"{name}: raw per-row h5py {raw.wall:.0f} samples/s", file=sys.stderr)
-    rows, base, cpu = [], None, torch.device("cpu")
+    rows, base, device = [], None, args.device
     for workers in args.workers:
         reference = JpegItems(folders, preset)
         jpeg = measure_rate(
             DataLoader(reference, batch_sampler=jpeg_batches, num_workers=workers), len(jpeg_batches)
         )
         for reader in ("threads", "processes") if workers else ("main",):
-            settings = loader_settings(workers, cpu, reader)
-            ours = measure_rate(batch_loader(dataset, batches, cpu, settings), len(batches))
+            settings = loader_settings(workers, device, reader)
+            ours = measure_rate(batch_loader(dataset, batches, device, settings), len(batches))
             base = base or ours.wall
             print(
                 f"{name}: {workers} {reader}: mmrebal {ours.wall:.0f}, JPEG {jpeg.wall:.1f} /s",
@@ -210,6 +211,14 @@ def natural_frames(shape: tuple[int, ...]) -> Callable[[np.random.Generator], np
     return draw
 
 
+def on_device(batch: dict[str, Any], kinds: dict[str, str], device: torch.device) -> dict[str, Any]:
+    """The trainer's ``device_batch``, finished (a CUDA copy or decode is asynchronous)."""
+    out = device_batch(batch, kinds, device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return out
+
+
 def frames_bytes(path: Path) -> float:
     """Stored bytes of one sample's frames: the JPEG strings' lengths, else the array's storage."""
     with h5py.File(path, "r") as f:
@@ -233,13 +242,13 @@ def measure_layouts(args: argparse.Namespace, tmp: Path) -> list[tuple[str, ...]
             frames=natural_frames(preset.frames.shape()),
             compression=None if compression == "none" else compression,
         )
-        dataset = CacheDataset(path, "train", preload=False)
+        device = args.device
+        dataset = CacheDataset(path, "train", preload=False, pin_memory=device.type == "cuda")
         batches = shuffled_batches(len(dataset), bs, args.batches + 1)
-        cpu = torch.device("cpu")
-        ours = measure_rate(batch_loader(dataset, batches, cpu, loader_settings(0, cpu)), len(batches))
-        kinds = dataset.info.modalities
+        ours = measure_rate(batch_loader(dataset, batches, device, loader_settings(0, device)), len(batches))
         inputs = (
-            model_inputs(b, kinds) for b in batch_loader(dataset, batches, cpu, loader_settings(0, cpu))
+            on_device(b, dataset.info.modalities, device)
+            for b in batch_loader(dataset, batches, device, loader_settings(0, device))
         )
         converted = measure_rate(inputs, len(batches))
         raw = measure_rate(raw_rows(path, dataset.rows, batches), len(batches))
@@ -261,9 +270,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--clips", type=int, default=16, help="generated clips behind the JPEG loader")
     parser.add_argument("--jpeg-batches", type=int, default=3, help="timed JPEG-loader batches")
     parser.add_argument("--workers", default="0,1,2", help="DataLoader worker counts")
+    parser.add_argument("--device", default="cpu", help="cpu | cuda | auto: where batches are pinned for "
+                        "and the layouts' batches are converted (and JPEG decoded)")  # fmt: skip
     parser.add_argument("--no-layouts", action="store_true", help="skip the raw / lzf / jpeg layout table")
     args = parser.parse_args(argv)
     args.workers = [int(w) for w in args.workers.split(",")]
+    args.device = resolve_device(args.device)
     names = args.shapes.split(",")
     unknown = [n for n in names if n not in SHAPES]
     if unknown:
@@ -281,7 +293,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\n{loading.usable_cores()} cores, load average {load} (other processes share them)\n")
     table(header, rows)
     if layouts:
-        print("\nlayouts at bss-ks (Kinetics-Sounds) shapes, frames cut from photographs, 0 workers:\n")
+        print(f"\nlayouts at bss-ks shapes, frames from photographs, 0 workers, on {args.device}:\n")
         table(("layout", "KB/sample", "frames KB/sample", "smaller", "mmrebal /s", "raw h5py /s",
                "read speed vs none", "to model input /s", "vs none"), layouts)  # fmt: skip
 
