@@ -52,9 +52,13 @@ class Registry(Generic[T]):
         ``args``/``fixed`` are what the calling code supplies (sizes, labels, the seed); a user
         option may not name one of them.
         """
-        factory = self.get(name)
-        checked = check_options(f"{self.kind} {name!r}", factory, options, reserved=fixed)
-        return factory(*args, **fixed, **checked)  # type: ignore[operator]
+        checked = self.check(name, options, reserved=fixed)
+        return self.get(name)(*args, **fixed, **checked)  # type: ignore[operator]
+
+    def check(self, name: str, options: dict[str, Any], reserved: Iterable[str] = ()) -> dict[str, Any]:
+        """``options`` checked and coerced for ``name`` without building it (a sweep checks its whole
+        grid this way before the first cell trains)."""
+        return check_options(f"{self.kind} {name!r}", self.get(name), options, reserved=reserved)
 
     def names(self) -> list[str]:
         return sorted(self._items)

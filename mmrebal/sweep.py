@@ -1,5 +1,11 @@
 """`mmrebal sweep`: a sampler x method x seed grid, one ``mmrebal train`` subprocess per cell.
 
+A grid entry may carry its own options, ``NAME:KEY=VALUE[:KEY=VALUE]``: ``--samplers
+uniform,remix:warmup=10 --methods fused,joint:unimodal_weight=0.5`` trains Remix with
+``--sampler-opt warmup=10`` in cells named ``remix.warmup=10-fused-s0``. ``unimodal=True``
+(``--unimodal``) adds a Uniform/Unimodal cell per modality of the cache and seed, the reference rows
+(each modality alone, and their late-fusion ensemble) the report sets beside the grid.
+
 Each cell runs as ``python -m mmrebal train ... --out SWEEP_DIR/<sampler>-<method>-s<seed>`` in
 its own process, so a crash or a kill touches one cell only. A cell whose directory holds
 ``summary.json`` is finished and skipped; one with a checkpoint is resumed with
@@ -30,7 +36,7 @@ from typing import Any
 import yaml
 
 LOG_NAME = "train.log"
-GRID_KEYS = ("cache", "samplers", "methods", "seeds", "out", "jobs", "gpus", "train")
+GRID_KEYS = ("cache", "samplers", "methods", "seeds", "out", "jobs", "gpus", "unimodal", "train")
 DEFAULT_LAUNCHER = (sys.executable, "-m", "mmrebal", "train")
 
 
@@ -40,13 +46,38 @@ class SweepError(ValueError):
 
 @dataclass(frozen=True)
 class Cell:
-    sampler: str
+    sampler: str  # a grid entry: a name, optionally with options (``remix:warmup=10``)
     method: str
     seed: int
 
     @property
     def name(self) -> str:
-        return f"{self.sampler}-{self.method}-s{self.seed}"
+        return f"{self.sampler.replace(':', '.')}-{self.method.replace(':', '.')}-s{self.seed}"
+
+
+def parse_entry(text: str, what: str = "--samplers") -> tuple[str, dict[str, str]]:
+    """``remix:warmup=10:gamma=2`` -> ``("remix", {"warmup": "10", "gamma": "2"})``."""
+    name, *pairs = text.split(":")
+    options: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        key = key.strip()
+        if not sep or not key or not value.strip():
+            raise SweepError(
+                f"{what} entry {text!r}: options are NAME:KEY=VALUE[:KEY=VALUE], e.g. remix:warmup=10"
+            )
+        if "/" in pair:  # the entry names the cell's directory
+            raise SweepError(f"{what} entry {text!r}: a grid entry's options cannot contain '/'")
+        if key in options:
+            raise SweepError(f"{what} entry {text!r} sets {key} twice")
+        options[key] = value.strip()
+    return name.strip(), options
+
+
+def entry_args(text: str, flag: str) -> list[str]:
+    """A grid entry as train flags: ``remix:warmup=10`` -> ``remix --sampler-opt warmup=10``."""
+    name, options = parse_entry(text)
+    return [name, *(a for k, v in options.items() for a in (f"{flag}-opt", f"{k}={v}"))]
 
 
 @dataclass
@@ -61,9 +92,13 @@ class SweepSpec:
     jobs: int = 1
     train_args: list[str] = field(default_factory=list)
     gpus: list[str] = field(default_factory=list)  # CUDA device ids, one per running cell
+    unimodal: list[str] = field(default_factory=list)  # modalities that get a Uniform/Unimodal cell
 
     def cells(self) -> list[Cell]:
-        return [Cell(s, m, seed) for s in self.samplers for m in self.methods for seed in self.seeds]
+        grid = [Cell(s, m, seed) for s in self.samplers for m in self.methods for seed in self.seeds]
+        seeds, alone = self.seeds, [f"unimodal:modality={m}" for m in self.unimodal]
+        alone = [Cell("uniform", m, seed) for m in alone for seed in seeds]
+        return grid + [c for c in alone if c not in grid]
 
 
 @dataclass
@@ -166,6 +201,7 @@ def build_spec(
     jobs: int | None,
     train_args: list[str],
     gpus: str | None = None,
+    unimodal: bool | None = None,
 ) -> SweepSpec:
     """Command-line values over the grid file's; train flags from the file first, so the CLI's win."""
     cache_value = cache if cache is not None else grid.get("cache")
@@ -181,6 +217,8 @@ def build_spec(
         train_args=[*grid.get("train", []), *train_args],
         gpus=gpu_ids,
     )
+    if unimodal if unimodal is not None else grid.get("unimodal", False):
+        spec.unimodal = cache_modalities(spec.cache)
     if not spec.samplers:
         raise SweepError("no samplers: pass --samplers uniform,dus (or `samplers:` in the grid file)")
     if not spec.methods or not spec.seeds:
@@ -201,16 +239,43 @@ def build_spec(
 
 
 def _check_names(spec: SweepSpec) -> None:
-    """Every sampler and method of the grid is known before the first cell trains."""
+    """Every sampler and method of the grid, and every entry's options, are known before the first
+    cell trains (the registries are imported only when some entry has options)."""
     from mmrebal.names import UnknownName, check
 
+    entries = [("sampler", "--samplers", e) for e in spec.samplers]
+    entries += [("method", "--methods", e) for e in spec.methods]
+    parsed = [(kind, flag, *parse_entry(e, flag)) for kind, flag, e in entries]
     try:
-        for name in spec.samplers:
-            check("sampler", name, "--samplers")
-        for name in spec.methods:
-            check("method", name, "--methods")
+        for kind, flag, name, _ in parsed:
+            check(kind, name, flag)
     except UnknownName as exc:
         raise SweepError(str(exc)) from None
+    if any(options for *_, options in parsed):
+        from mmrebal.methods import check_method_options
+        from mmrebal.samplers import check_sampler_options
+
+        checkers = {"sampler": check_sampler_options, "method": check_method_options}
+        for kind, flag, name, options in parsed:
+            try:
+                checkers[kind](name, options)
+            except ValueError as exc:
+                raise SweepError(f"{flag}: {exc}") from None
+
+
+def cache_modalities(cache: Path | None) -> list[str]:
+    """The modalities of the cache the cells train on (the default cache when none is given)."""
+    import json
+
+    import h5py
+
+    from mmrebal.paths import default_cache_path
+
+    path = cache if cache is not None else default_cache_path("avmnist")
+    if not path.exists():
+        raise SweepError(f"--unimodal needs the cache's modalities, but {path} does not exist; pass --cache")
+    with h5py.File(path, "r") as handle:
+        return list(json.loads(handle.attrs["modalities"]))
 
 
 def error_line(log: Path) -> str | None:
@@ -270,7 +335,8 @@ def running_line(spec: SweepSpec, cells: Sequence[Cell]) -> str:
 def cell_command(
     spec: SweepSpec, cell: Cell, resume: bool, launcher: Sequence[str] = DEFAULT_LAUNCHER
 ) -> list[str]:
-    cmd = [*launcher, "--sampler", cell.sampler, "--method", cell.method, "--seed", str(cell.seed)]
+    cmd = [*launcher, "--sampler", *entry_args(cell.sampler, "--sampler")]
+    cmd += ["--method", *entry_args(cell.method, "--method"), "--seed", str(cell.seed)]
     cmd += ["--out", str(spec.out / cell.name)]
     if spec.cache is not None:
         cmd += ["--cache", str(spec.cache)]

@@ -192,6 +192,67 @@ def test_markdown_numbers_equal_a_polars_query(sweep: Path, tmp_path: Path) -> N
     assert cost[3] == "11.0 ± 1.0" and cost[4] == "103.0 ± 3.0"
 
 
+def _selected_acc(root: Path, sampler: str, method: str, scope: str, option: str | None = None) -> list:
+    """Per-seed percent accuracy of the selected test rows, straight from the traces."""
+    values = []
+    for run in sorted(root.iterdir()):
+        config = yaml.safe_load((run / "config.yaml").read_text())
+        key = (config["sampler"], config["method"], config["method_options"].get("modality"))
+        if key == (sampler, method, option):
+            rows = pl.read_parquet(run / "metrics.parquet").filter(
+                pl.col("selected") & (pl.col("split") == "test") & (pl.col("scope") == scope)
+            )
+            values.append(100 * rows["acc"][0])
+    return values
+
+
+def test_imbalance_columns_and_intervals_equal_a_direct_computation(sweep: Path, tmp_path: Path) -> None:
+    from scipy import stats
+
+    for seed in (0, 1):
+        write_run(sweep, "uniform", "fused", seed)
+    text = write_report([sweep], tmp_path / "report.md").text
+    title = "## Imbalance: avmnist"
+    header = next(ln for ln in text.split(title, 1)[1].splitlines() if ln.startswith("| Method"))
+    columns = [c.strip() for c in header.strip("|").split("|")]
+    alone = {m: np.mean(_selected_acc(sweep, "uniform", "unimodal", m, m)) for m in MODALITIES}
+    weak = min(alone, key=alone.get)
+    assert columns[-2:] == [f"Δ {weak} [95% CI]", f"p ({weak})"]
+    for label, sampler, method, base in [
+        ("DUS/Joint", "dus", "joint", ("uniform", "joint")),
+        ("Remix/Joint", "remix", "joint", ("uniform", "joint")),
+        ("Uniform/Joint", "uniform", "joint", ("uniform", "fused")),
+        ("BSS/MLA", "bss", "mla", None),
+        ("Uniform/Fused", "uniform", "fused", None),
+    ]:
+        row = dict(zip(columns, table_row(text, label, title), strict=True))
+        fused = _selected_acc(sweep, sampler, method, "fused")
+        assert row["n"] == str(len(fused))
+        assert row["fused Acc"] == f"{np.mean(fused):.2f} ± {np.std(fused, ddof=1):.2f}"
+        for m in MODALITIES:
+            head = _selected_acc(sweep, sampler, method, m)
+            assert row[f"{m} Acc"] == f"{np.mean(head):.2f} ± {np.std(head, ddof=1):.2f}"
+            assert row[f"{m} gap"] == f"{np.mean(head) - alone[m]:+.2f}"
+        ratios = []
+        for run in sorted(sweep.glob(f"avmnist-{sampler}-{method}-s*")):
+            steps = pl.read_parquet(run / "steps.parquet")
+            conf = steps.group_by("modality").agg(pl.col("confidence").mean())
+            ratios.append(conf["confidence"].max() / conf["confidence"].min())
+        assert row["disc. ratio"] == f"{np.mean(ratios):.3f} ± {np.std(ratios, ddof=1):.3f}"
+        if base is None:  # BSS/MLA: no Uniform/MLA in the report; Uniform/Fused is the baseline itself
+            assert row["baseline"] == "–" and row["Δ fused [95% CI]"] == "–"
+            continue
+        assert row["baseline"] == {"joint": "Uniform/Joint", "fused": "Uniform/Fused"}[base[1]]
+        for scope, key in (("fused", "Δ fused [95% CI]"), (weak, f"Δ {weak} [95% CI]")):
+            a, b = _selected_acc(sweep, sampler, method, scope), _selected_acc(sweep, *base, scope)
+            test = stats.ttest_ind(a, b, equal_var=False)
+            low, high = test.confidence_interval(0.95)
+            assert row[key] == f"{np.mean(a) - np.mean(b):+.2f} [{low:+.2f}, {high:+.2f}]"
+            assert row[key.replace("Δ fused [95% CI]", "p").replace(f"Δ {weak} [95% CI]", f"p ({weak})")] == (
+                f"{test.pvalue:.3f}"
+            )
+
+
 def test_figures_exist_are_linked_and_not_blank(sweep: Path, tmp_path: Path) -> None:
     out = tmp_path / "report.md"
     outcome = write_report([sweep], out)

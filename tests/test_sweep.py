@@ -111,6 +111,67 @@ def test_grid_file_cli_overrides_and_cell_commands(tmp_path: Path) -> None:
     assert "--resume" not in cell_command(spec, Cell("dus", "mla", 1), resume=False)
 
 
+def test_grid_entries_carry_their_own_options(tmp_path: Path) -> None:
+    spec = build_spec({}, None, "uniform,remix:warmup=10:gamma=2", "fused,joint:unimodal_weight=0", "0",
+                      tmp_path / "sw", None, [])  # fmt: skip
+    names = [c.name for c in spec.cells()]
+    assert names == [
+        "uniform-fused-s0",
+        "uniform-joint.unimodal_weight=0-s0",
+        "remix.warmup=10.gamma=2-fused-s0",
+        "remix.warmup=10.gamma=2-joint.unimodal_weight=0-s0",
+    ]
+    cmd = cell_command(spec, spec.cells()[3], resume=False, launcher=("train",))
+    assert cmd == ["train", "--sampler", "remix", "--sampler-opt", "warmup=10", "--sampler-opt", "gamma=2",
+                   "--method", "joint", "--method-opt", "unimodal_weight=0", "--seed", "0",
+                   "--out", str(tmp_path / "sw" / names[3])]  # fmt: skip
+
+
+def test_unimodal_flag_adds_one_cell_per_modality_and_seed(tmp_path: Path) -> None:
+    import h5py
+
+    cache = tmp_path / "c.h5"
+    with h5py.File(cache, "w") as handle:
+        handle.attrs["modalities"] = json.dumps({"audio": "spectrogram", "visual": "frames"})
+    spec = build_spec({"unimodal": True}, cache, "dus", "joint", "0,1", tmp_path / "sw", None, [])
+    assert [c.name for c in spec.cells()] == [
+        "dus-joint-s0", "dus-joint-s1",
+        "uniform-unimodal.modality=audio-s0", "uniform-unimodal.modality=audio-s1",
+        "uniform-unimodal.modality=visual-s0", "uniform-unimodal.modality=visual-s1",
+    ]  # fmt: skip
+    cmd = cell_command(spec, spec.cells()[2], resume=False)
+    assert cmd[cmd.index("--method") : cmd.index("--seed")] == [
+        "--method", "unimodal", "--method-opt", "modality=audio"]  # fmt: skip
+    # a grid that already lists a unimodal cell does not get it twice; --no-unimodal wins over the file
+    again = build_spec({}, cache, "uniform", "unimodal:modality=audio", "0", tmp_path / "sw", None, [],
+                       unimodal=True)  # fmt: skip
+    assert len(again.cells()) == 2
+    off = build_spec({"unimodal": True}, cache, "dus", "joint", "0", tmp_path, None, [], unimodal=False)
+    assert len(off.cells()) == 1
+
+
+@pytest.mark.parametrize(
+    ("samplers", "methods", "message"),
+    [
+        ("remix:warmup", "joint", "options are NAME:KEY=VALUE"),
+        ("remix:warmup=1:warmup=2", "joint", "sets warmup twice"),
+        ("remix:warmpu=10", "joint", "did you mean 'warmup'"),
+        ("remix:warmup=2.5", "joint", "warmup=.*whole number"),
+        ("uniform", "joint:unimodal_wieght=0", "--methods: .*did you mean 'unimodal_weight'"),
+        ("remx:warmup=1", "joint", "did you mean 'remix'"),
+        ("uniform", "joint:x=a/b", "cannot contain '/'"),
+    ],
+)
+def test_bad_grid_entries_are_refused_before_any_cell(samplers: str, methods: str, message: str) -> None:
+    with pytest.raises(SweepError, match=message):
+        build_spec({}, None, samplers, methods, "0", None, None, [])
+
+
+def test_unimodal_flag_needs_an_existing_cache(tmp_path: Path) -> None:
+    with pytest.raises(SweepError, match="--unimodal needs the cache's modalities"):
+        build_spec({}, None, "uniform", "joint", "0", tmp_path / "sw", None, [], unimodal=True)
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

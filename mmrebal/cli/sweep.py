@@ -19,8 +19,14 @@ def sweep_command(
     cache: Path | None = typer.Option(
         None, help="HDF5 cache every cell trains on (default: train's default)."
     ),
-    samplers: str | None = typer.Option(None, help="Comma-separated samplers, e.g. uniform,dus,remix,bss."),
-    methods: str | None = typer.Option(None, help="Comma-separated methods (default joint)."),
+    samplers: str | None = typer.Option(
+        None,
+        help="Comma-separated samplers, each NAME or NAME:KEY=VALUE[:...], e.g. uniform,remix:warmup=10.",
+    ),
+    methods: str | None = typer.Option(
+        None,
+        help="Comma-separated methods (default joint), each NAME or NAME:KEY=VALUE, e.g. ogm-ge:alpha=0.3.",
+    ),
     seeds: str | None = typer.Option(None, help="Comma-separated seeds (default 0)."),
     out: Path | None = typer.Option(
         None, help="Sweep directory; cells go to OUT/<sampler>-<method>-s<seed>."
@@ -28,6 +34,12 @@ def sweep_command(
     jobs: int | None = typer.Option(None, help="Cells trained at once (default 1, or one per --gpus)."),
     gpus: str | None = typer.Option(
         None, help="Comma-separated CUDA device ids; each running cell gets one (CUDA_VISIBLE_DEVICES)."
+    ),
+    unimodal: bool | None = typer.Option(
+        None,
+        "--unimodal/--no-unimodal",
+        help="Also train each modality of the cache alone (Uniform/Unimodal cells per seed): the reference "
+        "rows, and their late-fusion ensemble, of the report.",
     ),
     grid: Path | None = typer.Option(None, help="YAML grid file; command-line values override it."),
     cluster: str | None = typer.Option(
@@ -66,6 +78,7 @@ def sweep_command(
             jobs,
             parse_train_opts(train_opt) + list(ctx.args),
             gpus,
+            unimodal,
         )
         runner = SweepRunner(spec) if cluster is None else cluster_sweep(spec, cluster, cluster_opt, gpus)
     except ValueError as exc:  # a SweepError, a bad --cluster-opt or an unknown --cluster

@@ -53,6 +53,14 @@ TRAIN_PRESETS: dict[str, dict[str, Any]] = {
     "bss-ks": {**_RESNET, **_SGD, **_SEPARATE_HEADS, "batch_size": 32, "epochs": 120, "lr": 1e-1,
                "step_size": 70},
 }  # fmt: skip
+# The same reference set-ups sized for 2 CPU cores and the default avmnist cache (the study of
+# docs/results-avmnist.md): each paper's optimiser, lr, schedule, epochs, batch, heads and loss weights,
+# with the half-width CNN encoders instead of ResNet18 and no augmentation (a flipped or cropped 32x32
+# digit is no longer the same digit; the references augment faces and scenes). Sampler options keep
+# the papers' defaults (Remix warm-up 10, BSS T_grow 40 and lambda0 0.1, the DUS policy's lr).
+CPU_SIZED = {"encoders": "cnn-small", "feature_dim": 128, "augment": False}
+PAPER_PRESETS = ("ogm", "mla", "dus", "remix", "bss", "bss-ks")
+TRAIN_PRESETS.update({f"{name}-cpu": {**TRAIN_PRESETS[name], **CPU_SIZED} for name in PAPER_PRESETS})
 
 INFO_SECTIONS = ("cache_attrs", "versions", "changes")
 # YAML and older config.yaml files write preload as a boolean

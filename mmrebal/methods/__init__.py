@@ -10,13 +10,27 @@ from mmrebal.registry import Registry
 
 METHODS: Registry[type[Method]] = Registry("method")
 
-__all__ = ["METHODS", "Method", "ModalityStats", "StepContext", "StepResult", "create_method"]
+__all__ = [
+    "METHODS",
+    "Method",
+    "ModalityStats",
+    "StepContext",
+    "StepResult",
+    "check_method_options",
+    "create_method",
+]
 
 
 def create_method(name: str, modalities: Sequence[str], **options: Any) -> Method:
     """Build method ``name``; a wrong option name or value is one clear error (see ``Registry.build``)."""
     _load_builtin()
     return METHODS.build(name, options, modalities=modalities)
+
+
+def check_method_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """Method ``name``'s ``options`` checked and coerced (one clear line if wrong), nothing built."""
+    _load_builtin()
+    return METHODS.check(name, options, reserved=("modalities",))
 
 
 def _load_builtin() -> None:

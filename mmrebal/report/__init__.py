@@ -12,6 +12,7 @@ from pathlib import Path
 
 from mmrebal.report.ensemble import unimodal_ensembles
 from mmrebal.report.figures import FIG_FORMATS, FigureResult, figure_paths, write_figures
+from mmrebal.report.imbalance import imbalance_table
 from mmrebal.report.load import load_runs
 from mmrebal.report.runs import ReportError, RunGroup, find_runs, group_runs
 from mmrebal.report.tables import (
@@ -152,9 +153,9 @@ def write_report(
     elif fmt == "latex":
         text = to_latex(main)
     else:
-        tables = [main] + [
-            modality_table(groups, d, split, metrics) for d in sorted({g.dataset for g in groups})
-        ]
+        datasets = sorted({g.dataset for g in groups})
+        tables = [main] + [modality_table(groups, d, split, metrics) for d in datasets]
+        tables += [t for t in (imbalance_table(groups, d, split) for d in datasets) if t is not None]
         tables += [cost_table(groups), config_table(groups)]
         out.parent.mkdir(parents=True, exist_ok=True)
         figures = write_figures(groups, out.parent, out.stem, fig_format)
