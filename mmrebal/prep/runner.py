@@ -176,6 +176,8 @@ def run_prep(
     journal = SampleJournal(out, _journal_key(source_sha256, chosen))
     if journal.reset_reason:
         log.note(journal.reset_reason)
+    if journal.dropped:
+        log.note(f"{journal.dir}: {journal.dropped} torn sample(s) (a power loss?) are decoded again")
     todo = [item for item in items if not journal.done(item.sample_id)]
     resumed = len(items) - len(todo)
     if resumed:
