@@ -12,6 +12,7 @@ import torch
 from _tiny_cache import build_tiny_cache
 from torch.utils.data import DataLoader
 
+from mmrebal.cache.buffers import BufferPool
 from mmrebal.cache.dataset import CacheDataset
 from mmrebal.cache.writer import Entry, SampleJournal, assemble
 from mmrebal.engine.loading import loader_settings
@@ -89,3 +90,24 @@ def test_a_failing_read_reaches_the_consumer(cache: Path) -> None:
     loader = ThreadLoader(CacheDataset(cache, "train"), [[0], [999]], 1, 2, False, CPU)
     with pytest.raises(IndexError):
         list(loader)
+
+
+def test_a_buffer_comes_back_only_when_no_tensor_sees_it() -> None:
+    pool = BufferPool()
+    batch = pool.tensor((4, 3), np.float32)
+    address, view, same = batch.data_ptr(), batch[1:], batch.float()  # float() of float32: itself
+    del batch, same
+    assert pool.free_count() == 0  # ``view`` still sees the buffer
+    del view
+    assert pool.free_count() == 1
+    assert pool.tensor((4, 3), np.float32).data_ptr() == address  # reused (then freed again)
+    assert pool.tensor((5, 3), np.float32).data_ptr() != address  # another shape: its own buffer
+
+
+def test_batches_a_consumer_keeps_are_never_overwritten(cache: Path) -> None:
+    dataset = CacheDataset(cache, "train")
+    batches = [[i % 12, (5 * i) % 12] for i in range(20)]
+    kept = list(ThreadLoader(dataset, batches, 2, 2, False, CPU))  # every batch held at once
+    for rows, batch in zip(batches, kept, strict=True):
+        fresh = CacheDataset(cache, "train").__getitems__(rows)
+        assert all(torch.equal(batch[k], fresh[k]) for k in fresh)

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, get_worker_info
 
+from mmrebal.cache.buffers import POOL
 from mmrebal.cache.format import open_cache, read_info, split_rows
 from mmrebal.cache.jpeg import EncodedFrames, batch_of, decoded_shape, encoded
 from mmrebal.cache.rows import RowFile, chunk_bytes, chunk_offsets, open_for_rows, read_rows
@@ -115,9 +116,7 @@ class CacheDataset(Dataset):
             self.array_names = {m: list(f[m].keys()) for m in self.modalities}
             self.keys = [f"{m}/{a}" for m in self.modalities for a in self.array_names[m]]
             self._largest_chunk = max((chunk_bytes(f[k]) for k in self.keys), default=0)
-            self._layout = {
-                k: (f[k].shape[1:], _torch_dtype(f[k].dtype)) for k in self.keys if not encoded(f[k])
-            }
+            self._layout = {k: (f[k].shape[1:], f[k].dtype) for k in self.keys if not encoded(f[k])}
             self._encoded = {k: decoded_shape(f[k]) for k in self.keys if encoded(f[k])}  # JPEG arrays
             self._offsets = {k: chunk_offsets(f[k]) for k in self.keys}  # None: read through HDF5
         self.sample_ids = [i.decode() for i in ids]
@@ -132,7 +131,7 @@ class CacheDataset(Dataset):
             self._memory = {
                 k: self._jpeg_rows(k, every)
                 if k in self._encoded
-                else self._read(k, every, pin=False).numpy()
+                else self._fill(k, every, np.empty((len(every), *self._layout[k][0]), self._layout[k][1]))
                 for k in self.keys
             }
             self.close()
@@ -174,6 +173,16 @@ class CacheDataset(Dataset):
         state.update(_file=None, _row_file=None, _arrays={}, _pid=None)
         return state
 
+    def _batch_tensor(self, key: str, n: int, pin: bool) -> torch.Tensor:
+        """Where ``n`` rows of ``key`` are read: pinned (CUDA) or a pooled buffer in the main process,
+        a fresh array in a worker process (which copies it into shared memory anyway)."""
+        shape, dtype = self._layout[key]
+        if pin:
+            return torch.empty((n, *shape), dtype=_torch_dtype(dtype), pin_memory=True)
+        if get_worker_info() is None:
+            return POOL.tensor((n, *shape), dtype)
+        return torch.from_numpy(np.empty((n, *shape), dtype))
+
     def _jpeg_rows(self, key: str, positions: np.ndarray) -> np.ndarray:
         """The byte strings of a JPEG array's rows, as an object array ``[len(positions), *leading]``."""
         if self._memory is not None:
@@ -190,17 +199,20 @@ class CacheDataset(Dataset):
         (JPEG arrays: their undecoded batch)."""
         if key in self._encoded:
             return batch_of(self._jpeg_rows(key, positions), self._encoded[key])
-        shape, dtype = self._layout[key]
-        out = torch.empty((len(positions), *shape), dtype=dtype, pin_memory=pin)
+        out = self._batch_tensor(key, len(positions), pin)
+        self._fill(key, positions, out.numpy())
+        return out
+
+    def _fill(self, key: str, positions: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """Every byte of ``out`` from the rows at split ``positions``: memory, file offsets or HDF5."""
         if self._memory is not None:
-            np.take(self._memory[key], positions, axis=0, out=out.numpy())
-            return out
+            return np.take(self._memory[key], positions, axis=0, out=out)
         self.open()
         offsets, rows = self._offsets[key], self.rows[positions]
         if offsets is not None:
-            self._row_file.read(offsets, rows, out.numpy())
+            self._row_file.read(offsets, rows, out)
         else:
-            read_rows(self._arrays[key], rows, out.numpy())
+            read_rows(self._arrays[key], rows, out)
         return out
 
     def __getitems__(self, positions: Sequence[int]) -> dict[str, Any]:
