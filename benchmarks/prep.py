@@ -218,7 +218,7 @@ def profile_worker(clips: list[Path], preset: Preset, journal_dir: Path) -> list
             lambda c: resample(wave, rate, audio.sample_rate),
         ),
         ("features (STFT)", lambda c: audio_features(ready, audio)),
-        ("journal write (npz + fsync)", lambda c: journal.write(c.stem, sample)),
+        ("journal write (npz, atomic rename)", lambda c: journal.write(c.stem, sample)),
         ("decode floor (seeks, no resize, one STFT)", lambda c: floor_clip(c, preset, ready)),
     ]
     out = [(name, cpu_ms(work, clips)) for name, work in stages]
