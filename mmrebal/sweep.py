@@ -38,6 +38,9 @@ import yaml
 LOG_NAME = "train.log"
 GRID_KEYS = ("cache", "samplers", "methods", "seeds", "out", "jobs", "gpus", "unimodal", "train")
 DEFAULT_LAUNCHER = (sys.executable, "-m", "mmrebal", "train")
+# a finished unimodal cell is scored on test, for the report's unimodal-ensemble row
+SCORE_LAUNCHER = (sys.executable, "-m", "mmrebal", "score")
+ENSEMBLE_SPLIT = "test"
 
 
 class SweepError(ValueError):
@@ -351,7 +354,8 @@ def skip_finished(
     outcomes: dict[Cell, CellOutcome] = {}
     todo = []
     for cell in spec.cells():
-        if cell_state(spec.out / cell.name) == "finished":
+        cell_dir = spec.out / cell.name
+        if cell_state(cell_dir) == "finished" and not needs_predictions(cell, cell_dir):
             outcomes[cell] = CellOutcome(cell, "skipped")
             on_outcome(outcomes[cell])
         else:
@@ -359,12 +363,23 @@ def skip_finished(
     return outcomes, todo
 
 
+def needs_predictions(cell: Cell, cell_dir: Path) -> bool:
+    """A unimodal cell whose ``predictions.parquet`` (the ensemble's input) is not written yet."""
+    return parse_entry(cell.method)[0] == "unimodal" and not (cell_dir / "predictions.parquet").exists()
+
+
 class SweepRunner:
     """Runs a spec's cells ``jobs`` at a time; :meth:`stop` terminates the ones running."""
 
-    def __init__(self, spec: SweepSpec, launcher: Sequence[str] = DEFAULT_LAUNCHER) -> None:
+    def __init__(
+        self,
+        spec: SweepSpec,
+        launcher: Sequence[str] = DEFAULT_LAUNCHER,
+        score_launcher: Sequence[str] = SCORE_LAUNCHER,
+    ) -> None:
         self.spec = spec
         self.launcher = tuple(launcher)
+        self.score_launcher = tuple(score_launcher)
         self._running: dict[Cell, subprocess.Popen] = {}
         self._lock = threading.Lock()
         self._stopping = False
@@ -401,22 +416,34 @@ class SweepRunner:
                 self._free_gpus.put(gpu)
 
     def launch(self, cell: Cell, gpu: str | None) -> CellOutcome:
-        """Train one cell now (resumed when it has a checkpoint), its output appended to its log."""
+        """Train one cell now (resumed when it has a checkpoint), its output appended to its log; a
+        unimodal cell is then scored on the ensemble's split (a failed scoring fails the cell, and
+        the next sweep scores it without retraining)."""
         cell_dir = self.spec.out / cell.name
         resume = cell_state(cell_dir) == "resumable"
-        cmd = cell_command(self.spec, cell, resume, self.launcher)
         cell_dir.mkdir(parents=True, exist_ok=True)
         log = cell_dir / LOG_NAME
+        returncode = 0
+        if cell_state(cell_dir) != "finished":
+            cmd = cell_command(self.spec, cell, resume, self.launcher)
+            returncode = self._logged(cell, cmd, log, "resume" if resume else "start", gpu)
+        if returncode == 0 and cell_state(cell_dir) == "finished" and needs_predictions(cell, cell_dir):
+            cmd = [*self.score_launcher, str(cell_dir), "--split", ENSEMBLE_SPLIT]
+            returncode = self._logged(cell, cmd, log, "score", gpu)
+        ok = returncode == 0 and cell_state(cell_dir) == "finished" and not needs_predictions(cell, cell_dir)
+        return CellOutcome(cell, "finished" if ok else "failed", resume, returncode, log)
+
+    def _logged(self, cell: Cell, cmd: list[str], log: Path, what: str, gpu: str | None) -> int | None:
+        """Run ``cmd`` as ``cell``'s process, its output appended to ``log``; its exit code, or None
+        when the sweep is stopping."""
         with open(log, "a") as handle:
             stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
             where = "" if gpu is None else f"CUDA_VISIBLE_DEVICES={gpu} "
-            handle.write(
-                f"# {stamp} mmrebal sweep {'resume' if resume else 'start'}: {where}{shlex.join(cmd)}\n"
-            )
+            handle.write(f"# {stamp} mmrebal sweep {what}: {where}{shlex.join(cmd)}\n")
             handle.flush()
             with self._lock:
                 if self._stopping:
-                    return CellOutcome(cell, "failed", resume, None, log)
+                    return None
                 proc = subprocess.Popen(
                     cmd, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self._env(gpu)
                 )
@@ -424,8 +451,7 @@ class SweepRunner:
             returncode = proc.wait()
             with self._lock:
                 self._running.pop(cell, None)
-        ok = returncode == 0 and cell_state(cell_dir) == "finished"
-        return CellOutcome(cell, "finished" if ok else "failed", resume, returncode, log)
+        return returncode
 
     def _env(self, gpu: str | None) -> dict[str, str]:
         """Unbuffered output so ``train.log`` follows a cell live; with several cells at once, share

@@ -257,7 +257,7 @@ def test_figures_exist_are_linked_and_not_blank(sweep: Path, tmp_path: Path) -> 
     out = tmp_path / "report.md"
     outcome = write_report([sweep], out)
     text = out.read_text()
-    assert len(outcome.figures) == 4
+    assert len(outcome.figures) == 5
     for fig in outcome.figures:
         assert fig.path is not None, fig.note
         assert fig.path.parent == out.parent and f"]({fig.path.name})" in text

@@ -43,6 +43,8 @@ FAKE_TRAIN = textwrap.dedent(
     p = argparse.ArgumentParser()
     for name in ("--sampler", "--method", "--seed", "--out", "--cache"):
         p.add_argument(name)
+    for name in ("--sampler-opt", "--method-opt"):
+        p.add_argument(name, action="append")
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--sleep", type=float, default=0.0)
     p.add_argument("--resume", action="store_true")
@@ -148,6 +150,31 @@ def test_unimodal_flag_adds_one_cell_per_modality_and_seed(tmp_path: Path) -> No
     assert len(again.cells()) == 2
     off = build_spec({"unimodal": True}, cache, "dus", "joint", "0", tmp_path, None, [], unimodal=False)
     assert len(off.cells()) == 1
+
+
+def test_unimodal_cells_are_scored_for_the_ensemble_once(tmp_path: Path, fake_train: tuple[str, ...]) -> None:
+    score = tmp_path / "fake_score.py"
+    score.write_text(
+        "import sys, pathlib\n"
+        "run, split = pathlib.Path(sys.argv[1]), sys.argv[3]\n"
+        "if 'visual' in run.name and not (run / 'retry').exists():\n"
+        "    (run / 'retry').touch(); sys.exit(4)\n"
+        "(run / 'predictions.parquet').write_text(split)\n"
+    )
+    spec = SweepSpec(["uniform"], ["joint"], [0], tmp_path / "sw", unimodal=["audio", "visual"])
+    runner = SweepRunner(spec, fake_train, score_launcher=(sys.executable, str(score)))
+    first = {o.cell.name: o.status for o in runner.run()}
+    assert first == {"uniform-joint-s0": "finished", "uniform-unimodal.modality=audio-s0": "finished",
+                     "uniform-unimodal.modality=visual-s0": "failed"}  # fmt: skip
+    audio, visual = (spec.out / f"uniform-unimodal.modality={m}-s0" for m in ("audio", "visual"))
+    assert (audio / "predictions.parquet").read_text() == "test"
+    assert not (spec.out / "uniform-joint-s0" / "predictions.parquet").exists()
+    # the next sweep scores the trained visual cell without training it again
+    second = {o.cell.name: (o.status, o.resumed) for o in runner.run()}
+    assert second["uniform-unimodal.modality=visual-s0"] == ("finished", False)
+    assert second["uniform-unimodal.modality=audio-s0"][0] == "skipped"
+    assert epochs_trained(visual) == [0, 1] and (visual / "predictions.parquet").exists()
+    assert "mmrebal sweep score" in (visual / LOG_NAME).read_text()
 
 
 @pytest.mark.parametrize(

@@ -93,6 +93,37 @@ def _title(group: RunGroup) -> str:
     return f"{group.label} · {group.dataset} (n={len(group.runs)})"
 
 
+def accuracy_figure(groups: list[RunGroup], path: Path) -> FigureResult:
+    """Validation accuracy of the fused prediction and of each modality's head over the epochs, one
+    panel per multimodal group: where a modality stalls while the other carries the fused loss."""
+    title = "Validation accuracy per modality over epochs"
+    chosen = []
+    for group in (g for g in groups if not g.unimodal_modality):
+        frames = [
+            m.filter(pl.col("split") == "val").select("epoch", "scope", "acc")
+            for m in (r.metrics for r in group.runs)
+            if m is not None
+        ]
+        if any(f.height for f in frames):
+            chosen.append((group, [f for f in frames if f.height]))
+    if not chosen:
+        return FigureResult(title, None, "skipped: no multimodal run recorded validation metrics")
+    fig, axes = _panels(len(chosen))
+    for ax, (group, frames) in zip(axes, chosen, strict=True):
+        scopes = sorted(
+            {s for f in frames for s in f["scope"].unique().to_list()}, key=lambda s: (s != "fused", s)
+        )
+        for j, scope in enumerate(scopes):
+            mine = [f.filter(pl.col("scope") == scope).with_columns(pl.col("acc") * 100) for f in frames]
+            _band(ax, mine, "epoch", "acc", color=f"C{j}", label=scope)
+        ax.set(title=_title(group), xlabel="epoch", ylabel="val accuracy (%)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    _shared_legend(fig, axes, "prediction")
+    _save(fig, path)
+    note = "fused prediction and each modality's own head on val, mean over seeds (band: min-max)"
+    return FigureResult(title, path, note)
+
+
 def batch_size_figure(groups: list[RunGroup], path: Path) -> FigureResult:
     """Per-modality batch size over training for DUS runs (DUS paper, Figure 4)."""
     title = "Batch size per modality (DUS)"
@@ -232,6 +263,7 @@ def bss_figure(groups: list[RunGroup], path: Path) -> FigureResult:
 
 
 FIGURES: dict[str, Callable[[list[RunGroup], Path], FigureResult]] = {
+    "accuracy": accuracy_figure,
     "batch-size": batch_size_figure,
     "discrepancy": discrepancy_figure,
     "remix-assignment": remix_figure,
