@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/mmrebal train --sampler remix --method joint --preset cpu --sampler-opt warmup=2 --overwrite
+	$(BIN)/mmrebal demo
 
 test: $(STAMP)
 	$(BIN)/ruff check mmrebal tests benchmarks

@@ -268,17 +268,16 @@ def _check_names(spec: SweepSpec) -> None:
 
 def cache_modalities(cache: Path | None) -> list[str]:
     """The modalities of the cache the cells train on (the default cache when none is given)."""
-    import json
-
-    import h5py
-
+    from mmrebal.cache.format import CacheError, read_info
     from mmrebal.paths import default_cache_path
 
     path = cache if cache is not None else default_cache_path("avmnist")
     if not path.exists():
         raise SweepError(f"--unimodal needs the cache's modalities, but {path} does not exist; pass --cache")
-    with h5py.File(path, "r") as handle:
-        return list(json.loads(handle.attrs["modalities"]))
+    try:
+        return list(read_info(path).modalities)
+    except (CacheError, OSError) as exc:
+        raise SweepError(f"--unimodal: {path}: {exc}") from None
 
 
 def error_line(log: Path) -> str | None:

@@ -156,26 +156,32 @@ def test_kept_clips_are_real_video_with_speech_and_match_the_cache(built):
 
 
 @pytest.mark.slow
-def test_default_knobs_make_audio_the_dominant_modality(tmp_path: Path):
-    """A linear probe per modality on a small build: audio well above visual, both well above chance."""
+def test_default_regime_keeps_its_headroom(tmp_path: Path):
+    """The default regime keeps its headroom: on a small default build, a linear probe per modality is
+    well above chance and far from the ceiling, and one on both modalities clearly beats the better
+    single one (their errors differ, so fusing them has something to gain)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
     from mmrebal.prep.runner import run_prep
 
     out = tmp_path / "probe.h5"
-    run_prep("avmnist", None, out, workers=2, size=500)
+    run_prep("avmnist", None, out, workers=2, size=1000)
     with h5py.File(out) as f:
         labels = f["label"][:]
         test = f["split"][:] == b"test"
-        accuracy = {}
+        features = {}
         for key in ("audio/spec", "visual/frames"):
             x = f[key][:].reshape(len(labels), -1).astype(np.float32)
-            scaler = StandardScaler().fit(x[~test])
-            probe = LogisticRegression(C=0.05, max_iter=300).fit(scaler.transform(x[~test]), labels[~test])
-            accuracy[key] = probe.score(scaler.transform(x[test]), labels[test])
-    assert accuracy["visual/frames"] > 0.2, accuracy
-    assert accuracy["audio/spec"] > accuracy["visual/frames"] + 0.1, accuracy
+            features[key] = StandardScaler().fit(x[~test]).transform(x)
+    features["both"] = np.concatenate([features["audio/spec"], features["visual/frames"]], axis=1)
+    accuracy = {}
+    for key, x in features.items():
+        probe = LogisticRegression(C=0.05, max_iter=300).fit(x[~test], labels[~test])
+        accuracy[key] = probe.score(x[test], labels[test])
+    for key in ("audio/spec", "visual/frames"):
+        assert 0.25 < accuracy[key] < 0.8, accuracy
+    assert accuracy["both"] > max(accuracy["audio/spec"], accuracy["visual/frames"]) + 0.06, accuracy
 
 
 def test_other_knobs_never_reuse_kept_clips(tmp_path: Path):

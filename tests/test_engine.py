@@ -287,6 +287,15 @@ def test_bf16_autocast_trains_on_cpu(cache: Path, tmp_path: Path) -> None:
     assert pl.read_parquet(tmp_path / "run" / "steps.parquet")["loss"].is_finite().all()
 
 
+@pytest.mark.parametrize("name", ["ogm", "mla", "dus", "remix", "bss", "bss-ks"])
+def test_cpu_twins_keep_the_reference_set_up_with_small_encoders(name: str) -> None:
+    reference, twin = resolve_config({"preset": name}), resolve_config({"preset": f"{name}-cpu"})
+    assert (twin.encoders, twin.feature_dim, twin.augment) == ("cnn-small", 128, False)
+    for key in ("optimizer", "lr", "momentum", "weight_decay", "scheduler", "step_size", "gamma", "epochs",
+                "batch_size", "method", "fusion", "model_options", "method_options"):  # fmt: skip
+        assert getattr(twin, key) == getattr(reference, key), key
+
+
 def test_presets_carry_the_reference_set_ups() -> None:
     ogm = resolve_config({"preset": "ogm"})
     assert (ogm.optimizer, ogm.lr, ogm.momentum, ogm.weight_decay, ogm.step_size, ogm.augment) == (

@@ -130,11 +130,9 @@ def test_grid_entries_carry_their_own_options(tmp_path: Path) -> None:
 
 
 def test_unimodal_flag_adds_one_cell_per_modality_and_seed(tmp_path: Path) -> None:
-    import h5py
+    from _tiny_cache import build_tiny_cache
 
-    cache = tmp_path / "c.h5"
-    with h5py.File(cache, "w") as handle:
-        handle.attrs["modalities"] = json.dumps({"audio": "spectrogram", "visual": "frames"})
+    cache = build_tiny_cache(tmp_path / "c.h5", n=10)
     spec = build_spec({"unimodal": True}, cache, "dus", "joint", "0,1", tmp_path / "sw", None, [])
     assert [c.name for c in spec.cells()] == [
         "dus-joint-s0", "dus-joint-s1",

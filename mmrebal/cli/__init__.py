@@ -6,7 +6,7 @@ from __future__ import annotations
 import typer
 
 from mmrebal import __version__
-from mmrebal.cli import describe, prep, report, score, sweep, train
+from mmrebal.cli import demo, describe, prep, report, score, sweep, train
 
 app = typer.Typer(
     name="mmrebal",
@@ -33,6 +33,7 @@ def _root(
 
 
 app.command("list")(describe.list_command)
+app.command("demo")(demo.demo_command)
 app.command("prep")(prep.prep_command)
 app.command("train")(train.train_command)
 app.command("score")(score.score_command)

@@ -60,7 +60,7 @@ def prep_command(
     ),
     size: int | None = typer.Option(None, "--size", help="avmnist: number of samples (default 3000)."),
     audio_snr_db: float | None = typer.Option(
-        None, "--audio-snr-db", help="avmnist: speech-to-noise ratio in dB (default 5)."
+        None, "--audio-snr-db", help="avmnist: speech-to-noise ratio in dB (default -6)."
     ),
     visual_noise: float | None = typer.Option(
         None, "--visual-noise", help="avmnist: per-pixel noise std, 0-1 (default 0.5)."

@@ -5,9 +5,12 @@ per class) moving over a noisy background, with the digit's name spoken by eSpea
 audio track. Voice variant, rate and pitch vary per sample and whole voices are held out for test,
 so the test set measures generalisation to unseen speakers, not memory. The two knobs set the
 imbalance: ``audio_snr_db`` (white noise added to the speech) and ``visual_noise`` (the std of
-per-pixel noise, in units of the full 0-255 range). The defaults make audio the dominant modality,
-as in CREMA-D, while both stay learnable: a logistic-regression probe on the default cache's arrays
-reached 83% test accuracy on audio and 55% on frames (chance 10%).
+per-pixel noise, in units of the full 0-255 range). The defaults (-6 dB, 0.5) leave headroom for
+rebalancing to show: neither modality alone nears the ceiling, their errors differ (a late fusion of
+the two unimodal models beats either), and the fused-only model trains its weaker modality's head
+well below that modality alone; docs/datasets.md has the numbers measured on the default cache. A
+logistic-regression probe on 1,000 samples of its arrays reaches 47% test accuracy on audio, 51% on
+frames and 63% on both (chance 10%).
 
 The clips are then read back by the normal prep path (``read_frames``, ``read_audio`` on the clip).
 """
@@ -49,7 +52,7 @@ class AvmnistSpec:
 
     size: int = 3000
     seed: int = 0
-    audio_snr_db: float = 5.0
+    audio_snr_db: float = -6.0
     visual_noise: float = 0.5
     clip_frames: int = 8
     clip_size: int = 32

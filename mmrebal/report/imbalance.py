@@ -108,18 +108,18 @@ def baseline_of(group: RunGroup, groups: list[RunGroup]) -> RunGroup | None:
     return None
 
 
-def _accuracies(group: RunGroup, split: str, scope: str) -> list[float]:
+def accuracies(group: RunGroup, split: str, scope: str) -> list[float]:
     return [a for a in (run_accuracy(r, split, scope) for r in group.runs) if a is not None]
 
 
-def _mean(values: list[float]) -> float | None:
+def mean_of(values: list[float]) -> float | None:
     return float(pl.Series(values, dtype=pl.Float64).mean()) if values else None
 
 
 def alone_means(groups: list[RunGroup], split: str) -> dict[str, float]:
     """Modality -> mean accuracy of its ``Unimodal (m)`` group."""
     alone = [g for g in groups if g.unimodal_modality]
-    means = {g.unimodal_modality: _mean(_accuracies(g, split, g.unimodal_modality)) for g in alone}
+    means = {g.unimodal_modality: mean_of(accuracies(g, split, g.unimodal_modality)) for g in alone}
     return {m: a for m, a in means.items() if m and a is not None}
 
 
@@ -127,7 +127,7 @@ def weak_modality(groups: list[RunGroup], modalities: list[str], split: str) -> 
     """The modality with the lowest accuracy alone; without unimodal runs, the lowest head mean."""
     alone = {m: a for m, a in alone_means(groups, split).items() if m in modalities}
     if not alone:
-        heads = {m: _mean([a for g in groups for a in _accuracies(g, split, m)]) for m in modalities}
+        heads = {m: mean_of([a for g in groups for a in accuracies(g, split, m)]) for m in modalities}
         alone = {m: a for m, a in heads.items() if a is not None}
     return min(alone, key=lambda m: alone[m]) if alone else None
 
@@ -160,11 +160,11 @@ def imbalance_table(groups: list[RunGroup], dataset: str, split: str) -> Table |
         header += [f"Δ {weak} [95% CI]", f"p ({weak})"]
     rows = []
     for g in multimodal:
-        row = [Cell(g.label), Cell(str(len(g.runs))), _stat_cell(_accuracies(g, split, "fused"))]
+        row = [Cell(g.label), Cell(str(len(g.runs))), _stat_cell(accuracies(g, split, "fused"))]
         for m in modalities:
-            heads = _accuracies(g, split, m)
+            heads = accuracies(g, split, m)
             row.append(_stat_cell(heads))
-            head, solo = _mean(heads), alone.get(m)
+            head, solo = mean_of(heads), alone.get(m)
             row.append(Cell(f"{head - solo:+.2f}") if head is not None and solo is not None else Cell())
         ratios = [x for x in (discrepancy_ratio(r) for r in g.runs) if x is not None]
         row.append(_stat_cell(ratios, digits=3))
@@ -174,7 +174,7 @@ def imbalance_table(groups: list[RunGroup], dataset: str, split: str) -> Table |
             if base is None:
                 row += [Cell(), Cell()]
             else:
-                row += _comparison_cells(_accuracies(g, split, scope), _accuracies(base, split, scope))
+                row += _comparison_cells(accuracies(g, split, scope), accuracies(base, split, scope))
         rows.append(row)
     notes = [
         f"{split} split, checkpoint selected on validation; accuracy in points, mean ± std over seeds. "
