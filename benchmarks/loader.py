@@ -5,9 +5,10 @@ prep presets) this writes a synthetic cache with the project's own writer (``tra
 synthetic_cache``: journal + assembly) and times, on the same shuffled batches at the batch size of
 the matching train preset (``cpu`` 64, ``ogm`` 64, ``bss`` 32):
 
-- **mmrebal**: the DataLoader the trainer builds (``mmrebal.data.loading.batch_loader`` with
+- **mmrebal**: the loader the trainer builds (``mmrebal.data.loading.batch_loader`` with
   ``mmrebal.data.loading.loader_settings``, over ``CacheDataset.__getitems__``, not preloaded: the
-  path of a split too large for ``--preload auto``), with 0, 1 and 2 workers. What it
+  path of a split too large for ``--preload auto``), with 0, 1 and 2 workers, as reader threads
+  (``--reader threads``, the default) and as DataLoader processes (``--reader processes``). What it
   delivers is what the trainer hands to ``device_batch``: stored uint8 frames, float32 spectrograms
   (the float conversion runs on the training device and is not part of the read path);
 - **raw**: a plain per-row h5py loop over the same rows in one process (``np.stack`` of ``ds[row]``,
@@ -21,9 +22,11 @@ samples/s, and samples per CPU-second of every process that read them (the main 
 which is what one process achieves without the other tenants of a shared machine. Goals: mmrebal >=
 0.9x raw per process, >= 20x the JPEG loader, and wall rate linear in workers where cores are free.
 
-A second table compares the cache layouts of ``mmrebal prep --compression`` at ``bss-ks`` shapes
-(frames cut from photographs so that a compressor has natural content): bytes per sample on disk and
-batch read speed in one process.
+A second table compares the cache layouts of ``mmrebal prep --compression`` (raw, lzf, JPEG frames)
+at ``bss-ks`` shapes (frames cut from photographs so that a compressor has natural content): bytes
+per sample on disk, batch read speed in one process, and the speed to model input on ``--device``
+(``device_batch``: the transfer, the JPEG decode, float conversion and normalisation; on CUDA the
+decode is nvJPEG's on the GPU). ``--device cuda`` also pins the main table's batches as training does.
 
 Usage: ``python benchmarks/loader.py [--shapes avmnist,ogm,ogm-3f,bss-ks] [--rows 256] [--batches 24]``
 """
@@ -50,6 +53,7 @@ from train_step import synthetic_cache
 
 from mmrebal.cache.dataset import CacheDataset
 from mmrebal.data import loading
+from mmrebal.data.device import device_batch, resolve_device
 from mmrebal.data.loading import batch_loader, loader_settings
 from mmrebal.engine.config import resolve_config
 from mmrebal.prep.presets import PRESETS, Preset
@@ -143,39 +147,48 @@ def measure(name: str, args: argparse.Namespace, tmp: Path) -> list[tuple[str, .
         frames_shape=preset.frames.shape(),
         spec_shape=preset.audio.shape(),
     )
-    folders = jpeg_dump(tmp / f"{name}-jpeg", preset, args.clips, max(args.workers))
-    dataset = CacheDataset(cache, "train", preload=False)
+    folders = jpeg_dump(tmp / f"{name}-jpeg", preset, args.clips, max(1, *args.workers))
+    dataset = CacheDataset(cache, "train", preload=False, pin_memory=args.device.type == "cuda")
     batches = shuffled_batches(len(dataset), bs, args.batches + 1)
     jpeg_batches = batches[: args.jpeg_batches + 1]  # item i is clip i % clips
     raw = measure_rate(raw_rows(cache, dataset.rows, batches), len(batches))
     print(f"{name}: raw per-row h5py {raw.wall:.0f} samples/s", file=sys.stderr)
-    rows, base = [], None
+    rows, base, device = [], None, args.device
     for workers in args.workers:
-        cpu = torch.device("cpu")
-        ours = measure_rate(batch_loader(dataset, batches, cpu, loader_settings(workers, cpu)), len(batches))
         reference = JpegItems(folders, preset)
         jpeg = measure_rate(
             DataLoader(reference, batch_sampler=jpeg_batches, num_workers=workers), len(jpeg_batches)
         )
-        base = base or ours.wall
-        print(f"{name}: {workers} workers: mmrebal {ours.wall:.0f}, JPEG {jpeg.wall:.1f} /s", file=sys.stderr)
-        rows.append(
-            (
-                name,
-                str(bs),
-                str(workers),
-                f"{ours.wall:.0f}",
-                f"{raw.wall:.0f}",
-                f"{jpeg.wall:.1f}",
-                f"{ours.wall / base:.2f}",
-                f"{ours.wall / jpeg.wall:.0f}x",
-                f"{ours.cpu:.0f}",
-                f"{raw.cpu:.0f}",
-                f"{ours.cpu / raw.cpu:.2f}",
-                f"{ours.cpu / jpeg.cpu:.0f}x",
+        for reader in ("threads", "processes") if workers else ("main",):
+            settings = loader_settings(workers, device, reader)
+            ours = measure_rate(batch_loader(dataset, batches, device, settings), len(batches))
+            base = base or ours.wall
+            print(
+                f"{name}: {workers} {reader}: mmrebal {ours.wall:.0f}, JPEG {jpeg.wall:.1f} /s",
+                file=sys.stderr,
             )
-        )
+            rows.append(reader_row(name, bs, workers, reader, ours, raw, jpeg, base))
     return rows
+
+
+def reader_row(
+    name: str, bs: int, workers: int, reader: str, ours: Rate, raw: Rate, jpeg: Rate, base: float
+) -> tuple[str, ...]:
+    """One line of the loader table."""
+    return (
+        name,
+        str(bs),
+        f"{workers} {reader}",
+        f"{ours.wall:.0f}",
+        f"{raw.wall:.0f}",
+        f"{jpeg.wall:.1f}",
+        f"{ours.wall / base:.2f}",
+        f"{ours.wall / jpeg.wall:.0f}x",
+        f"{ours.cpu:.0f}",
+        f"{raw.cpu:.0f}",
+        f"{ours.cpu / raw.cpu:.2f}",
+        f"{ours.cpu / jpeg.cpu:.0f}x",
+    )
 
 
 def natural_frames(shape: tuple[int, ...]) -> Callable[[np.random.Generator], np.ndarray]:
@@ -197,12 +210,29 @@ def natural_frames(shape: tuple[int, ...]) -> Callable[[np.random.Generator], np
     return draw
 
 
+def on_device(batch: dict[str, Any], kinds: dict[str, str], device: torch.device) -> dict[str, Any]:
+    """The trainer's ``device_batch``, finished (a CUDA copy or decode is asynchronous)."""
+    out = device_batch(batch, kinds, device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return out
+
+
+def frames_bytes(path: Path) -> float:
+    """Stored bytes of one sample's frames: the JPEG strings' lengths, else the array's storage."""
+    with h5py.File(path, "r") as f:
+        ds = f["visual/frames"]
+        if ds.dtype.kind == "O":
+            return sum(len(b) for row in ds for b in row) / len(ds)
+        return ds.id.get_storage_size() / len(ds)
+
+
 def measure_layouts(args: argparse.Namespace, tmp: Path) -> list[tuple[str, ...]]:
     """Size and read speed of the cache layouts (``prep --compression``) at Kinetics-Sounds shapes."""
     preset = PRESETS.get("bss-ks")
     bs = resolve_config({"preset": SHAPES["bss-ks"], "device": "cpu"}).batch_size
     out, base = [], None
-    for compression in ("none", "lzf"):
+    for compression in ("none", "lzf", "jpeg"):
         path = synthetic_cache(
             tmp / f"layout-{compression}.h5",
             args.rows,
@@ -211,15 +241,22 @@ def measure_layouts(args: argparse.Namespace, tmp: Path) -> list[tuple[str, ...]
             frames=natural_frames(preset.frames.shape()),
             compression=None if compression == "none" else compression,
         )
-        dataset = CacheDataset(path, "train", preload=False)
+        device = args.device
+        dataset = CacheDataset(path, "train", preload=False, pin_memory=device.type == "cuda")
         batches = shuffled_batches(len(dataset), bs, args.batches + 1)
-        cpu = torch.device("cpu")
-        ours = measure_rate(batch_loader(dataset, batches, cpu, loader_settings(0, cpu)), len(batches))
+        ours = measure_rate(batch_loader(dataset, batches, device, loader_settings(0, device)), len(batches))
+        inputs = (
+            on_device(b, dataset.info.modalities, device)
+            for b in batch_loader(dataset, batches, device, loader_settings(0, device))
+        )
+        converted = measure_rate(inputs, len(batches))
         raw = measure_rate(raw_rows(path, dataset.rows, batches), len(batches))
         size = path.stat().st_size / (args.rows + 32)
-        base = base or (size, ours.wall)
-        out.append((compression, f"{size / 1e3:.0f}", f"{base[0] / size:.2f}x", f"{ours.wall:.0f}",
-                    f"{raw.wall:.0f}", f"{ours.wall / base[1]:.2f}"))  # fmt: skip
+        base = base or (size, ours.wall, converted.wall)
+        frames = frames_bytes(path)
+        out.append((compression, f"{size / 1e3:.0f}", f"{frames / 1e3:.0f}", f"{base[0] / size:.2f}x",
+                    f"{ours.wall:.0f}", f"{raw.wall:.0f}", f"{ours.wall / base[1]:.2f}",
+                    f"{converted.wall:.0f}", f"{converted.wall / base[2]:.2f}"))  # fmt: skip
         print(f"layout {compression}: {size / 1e3:.0f} KB/sample, {ours.wall:.0f} samples/s", file=sys.stderr)
     return out
 
@@ -232,9 +269,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--clips", type=int, default=16, help="generated clips behind the JPEG loader")
     parser.add_argument("--jpeg-batches", type=int, default=3, help="timed JPEG-loader batches")
     parser.add_argument("--workers", default="0,1,2", help="DataLoader worker counts")
-    parser.add_argument("--no-layouts", action="store_true", help="skip the raw vs lzf layout table")
+    parser.add_argument("--device", default="cpu", help="cpu | cuda | auto: where batches are pinned for "
+                        "and the layouts' batches are converted (and JPEG decoded)")  # fmt: skip
+    parser.add_argument("--no-layouts", action="store_true", help="skip the raw / lzf / jpeg layout table")
     args = parser.parse_args(argv)
     args.workers = [int(w) for w in args.workers.split(",")]
+    args.device = resolve_device(args.device)
     names = args.shapes.split(",")
     unknown = [n for n in names if n not in SHAPES]
     if unknown:
@@ -252,8 +292,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\n{loading.usable_cores()} cores, load average {load} (other processes share them)\n")
     table(header, rows)
     if layouts:
-        print("\nlayouts at bss-ks (Kinetics-Sounds) shapes, frames cut from photographs, 0 workers:\n")
-        table(("layout", "KB/sample", "smaller", "mmrebal /s", "raw h5py /s", "read speed vs none"), layouts)
+        print(f"\nlayouts at bss-ks shapes, frames from photographs, 0 workers, on {args.device}:\n")
+        table(("layout", "KB/sample", "frames KB/sample", "smaller", "mmrebal /s", "raw h5py /s",
+               "read speed vs none", "to model input /s", "vs none"), layouts)  # fmt: skip
 
 
 if __name__ == "__main__":

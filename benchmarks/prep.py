@@ -12,7 +12,10 @@ clips and the same number of worker processes:
   and the same decode functions alone (the cost of writing the cache is the difference);
 - stage 1 + stage 2 of the reference pipeline (stage 2 uses the same feature code, so the
   difference is the pipeline, not the STFT);
-- random-order reads of single samples: ``CacheDataset`` vs the JPEG loader (one process each).
+- random-order reads of single samples: ``CacheDataset`` vs the JPEG loader (one process each);
+- per worker: ``run_prep`` with one worker against the decode floor (in one process: decord opens
+  the clip and seeks the preset's frames, unresized, plus one STFT of a ready waveform; goal >= 0.8x),
+  and a profile of one worker's decode stage by stage (CPU ms per clip, imports warmed up first).
 
 Usage: ``python benchmarks/prep.py [--clips 100] [--workers 2] [--seconds 10] [--preset bss-ks]``
 """
@@ -24,6 +27,7 @@ import multiprocessing
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -167,6 +171,60 @@ def time_reference(clips: list[Path], dump: Path, preset: Preset, workers: int) 
     return stage1, time.perf_counter() - started
 
 
+def floor_clip(clip: Path, preset: Preset, wave: np.ndarray) -> None:
+    """The decode floor of one clip: open it, seek the preset's frames (no resize), one STFT."""
+    from decord import VideoReader, cpu
+
+    from mmrebal.media.features import audio_features
+
+    reader = VideoReader(str(clip), ctx=cpu(0), num_threads=1)
+    for i in np.linspace(0, len(reader) - 1, preset.frames.num_frames).astype(int):
+        reader[int(i)].asnumpy()
+    audio_features(wave, preset.audio)
+
+
+def cpu_ms(work: Callable[[Path], object], clips: list[Path]) -> float:
+    """CPU milliseconds per clip of ``work`` in this process, after one warm-up call (imports)."""
+    work(clips[0])
+    started = time.process_time()
+    for clip in clips:
+        work(clip)
+    return (time.process_time() - started) / len(clips) * 1e3
+
+
+def profile_worker(clips: list[Path], preset: Preset, journal_dir: Path) -> list[tuple[str, float]]:
+    """One worker's decode, stage by stage (what ``adapter.decode`` + the journal do per clip)."""
+    from mmrebal.cache.writer import SampleJournal
+    from mmrebal.media.audio import _read_track, resample
+    from mmrebal.media.features import audio_features
+    from mmrebal.media.video import _check_video_complete, read_frames
+
+    audio, frames = preset.audio, preset.frames
+    wave, rate = _read_track(clips[0])
+    ready = resample(wave, rate, audio.sample_rate)
+    sample = {"audio/spec": audio_features(ready, audio),
+              "visual/frames": read_frames(clips[0], frames.num_frames, frames.size, frames.fps)}  # fmt: skip
+    journal = SampleJournal(journal_dir / "profile.h5", "profile")
+    stages = [
+        ("video completeness check (PyAV demux)", lambda c: _check_video_complete(c)),
+        (
+            "frames: decord seeks + resize",
+            lambda c: read_frames(c, frames.num_frames, frames.size, frames.fps),
+        ),
+        (f"audio track decode (PyAV, {rate} Hz)", lambda c: _read_track(c)),
+        (
+            f"resample {rate} -> {audio.sample_rate} Hz (soxr_hq)",
+            lambda c: resample(wave, rate, audio.sample_rate),
+        ),
+        ("features (STFT)", lambda c: audio_features(ready, audio)),
+        ("journal write (npz, atomic rename)", lambda c: journal.write(c.stem, sample)),
+        ("decode floor (seeks, no resize, one STFT)", lambda c: floor_clip(c, preset, ready)),
+    ]
+    out = [(name, cpu_ms(work, clips)) for name, work in stages]
+    journal.remove()
+    return out
+
+
 def read_rates(cache: Path, dump: Path, preset: Preset, reads: int) -> tuple[float, float]:
     """Single-sample random reads per second: the cache's Dataset vs the JPEG loader (one process)."""
     import torch
@@ -217,6 +275,8 @@ def main(argv: list[str] | None = None) -> None:
         decode_only = time_decode_only(tmp_path / "ks", args.preset, args.workers)
         stage1, stage2 = time_reference(clips, tmp_path / "dump", preset, args.workers)
         cache_rate, jpeg_rate = read_rates(tmp_path / "ks.h5", tmp_path / "dump", preset, args.reads)
+        one_worker = time_mmrebal(tmp_path / "ks", tmp_path / "ks1.h5", args.preset, 1)
+        profile = profile_worker(clips, preset, tmp_path)
 
     n, w = len(clips), args.workers
     reference = stage1 + stage2
@@ -253,6 +313,18 @@ def main(argv: list[str] | None = None) -> None:
             ("ratio", f"{cache_rate / jpeg_rate:.1f}x"),
         ],
     )
+    floor_rate = 1e3 / dict(profile)["decode floor (seeks, no resize, one STFT)"]
+    print()
+    table(
+        ("per worker", "clips/s"),
+        [
+            ("mmrebal prep, 1 worker (run_prep end to end)", f"{n / one_worker:.1f}"),
+            ("decode floor, 1 process (CPU time)", f"{floor_rate:.1f}"),
+            ("ratio (goal >= 0.8x)", f"{n / one_worker / floor_rate:.2f}x"),
+        ],
+    )
+    print()
+    table(("one worker's stages, per clip", "CPU ms"), [(name, f"{ms:.1f}") for name, ms in profile])
 
 
 def table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:

@@ -79,16 +79,20 @@ def remove_stale_temps(path: Path) -> None:
 
 
 @contextmanager
-def atomic_path(path: Path, size: int | None = None) -> Iterator[Path]:
-    """Yield a temp path beside ``path`` to write; it is fsynced and renamed onto ``path`` when the
-    block succeeds, removed when it fails, and a refused write becomes a :class:`StorageError`
-    (the free space it names is measured after the temp file is gone)."""
+def atomic_path(path: Path, size: int | None = None, durable: bool = True) -> Iterator[Path]:
+    """Yield a temp path beside ``path`` to write; it is fsynced (unless not ``durable``) and renamed
+    onto ``path`` when the block succeeds, removed when it fails, and a refused write becomes a
+    :class:`StorageError` (the free space it names is measured after the temp file is gone).
+
+    Without the fsync a killed process still leaves the whole file or none (the kernel writes it
+    back), but a power loss may leave it torn: only for files whose reader checks them."""
     path = Path(path)
     tmp = temp_path(path)
     try:
         yield tmp
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
+        if durable:
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
@@ -99,9 +103,10 @@ def atomic_path(path: Path, size: int | None = None) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
-def atomic_write_bytes(path: Path, payload: bytes) -> None:
-    """Write ``payload`` so readers see either the old file or the whole new one, never a torn one."""
-    with atomic_path(path, len(payload)) as tmp:
+def atomic_write_bytes(path: Path, payload: bytes, durable: bool = True) -> None:
+    """Write ``payload`` so readers see either the old file or the whole new one, never a torn one
+    (after a power loss too unless not ``durable``: see :func:`atomic_path`)."""
+    with atomic_path(path, len(payload), durable) as tmp:
         tmp.write_bytes(payload)
 
 

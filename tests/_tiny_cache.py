@@ -36,8 +36,10 @@ def build_tiny_cache(
     modalities: tuple[str, ...] = ("audio", "visual"),
     num_classes: int = 3,
     seed: int = 0,
+    compression: str | None = None,
 ) -> Path:
-    """Write a cache of ``n`` samples (60/20/20 train/val/test, classes round-robin) to ``path``."""
+    """Write a cache of ``n`` samples (60/20/20 train/val/test, classes round-robin) to ``path``
+    (``compression``: ``mmrebal.cache.writer.assemble``'s)."""
     path = Path(path)
     unknown = [m for m in modalities if m not in _LAYOUT]
     if unknown:
@@ -65,6 +67,7 @@ def build_tiny_cache(
         class_names=[f"c{k}" for k in range(num_classes)],
         modality_kinds={m: _LAYOUT[m][0] for m in modalities},
         attrs={"dataset": "tiny", "preset": "tiny"},
+        compression=compression,
     )
     journal.remove()
     return path

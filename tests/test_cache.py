@@ -50,6 +50,27 @@ def test_journal_round_trip_and_reset_on_a_new_source(tmp_path: Path):
     assert not changed.dir.exists()
 
 
+def test_journal_parts_skip_the_fsync_and_torn_ones_are_decoded_again(tmp_path: Path, monkeypatch):
+    out = tmp_path / "c.h5"
+    journal = SampleJournal(out, "a")
+    synced = []
+    monkeypatch.setattr("os.fsync", lambda fd: synced.append(fd))
+    for i in range(3):
+        journal.write(f"s{i}", sample(i))
+    assert synced == []  # the parts only; the finished cache is fsynced (atomic_path)
+    empty, flipped = journal._path("s0"), journal._path("s1")  # what a power loss may leave
+    empty.write_bytes(b"")
+    data = bytearray(flipped.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # inside the array bytes: the zip directory at the end is intact
+    flipped.write_bytes(bytes(data))
+    again = SampleJournal(out, "a")
+    assert again.dropped == 1 and not again.done("s0") and again.done("s1") and again.done("s2")
+    with pytest.raises(CacheError, match="s1: its decoded part .* was torn"):
+        again.read("s1")
+    assert not again.done("s1")  # removed: a re-run decodes it again
+    np.testing.assert_array_equal(again.read("s2")["audio/spec"], sample(2)["audio/spec"])
+
+
 def test_assemble_writes_layout_attributes_and_one_sample_chunks(tmp_path: Path):
     out = build(tmp_path)
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp file left
@@ -124,10 +145,10 @@ def test_reading_one_modality_never_touches_another(tmp_path: Path, monkeypatch)
         touched.append(f"{self.name}/{name}" if isinstance(name, str) else str(name))
         return original(self, name)
 
-    ds = CacheDataset(out, "test", modalities=["audio"])
     monkeypatch.setattr(h5py.Group, "__getitem__", spy)
+    ds = CacheDataset(out, "test", modalities=["audio"])  # where the rows' chunks sit: asked of HDF5 here
     batch = ds.__getitems__([0, 1])
-    assert set(batch) == {"idx", "label", "audio"}
+    assert set(batch) == {"idx", "label", "audio"} and set(ds.keys) == {"audio/spec"}
     assert touched and not any("visual" in t for t in touched)
     with pytest.raises(ValueError, match="no modality depth"):
         CacheDataset(out, "test", modalities=["depth"])

@@ -14,6 +14,7 @@ from rich.console import Console
 
 from mmrebal.cache.rows import cache_bytes
 from mmrebal.data import loading
+from mmrebal.data.prefetch import ThreadLoader
 from mmrebal.engine.build import build_run
 from mmrebal.engine.config import ConfigError, TrainConfig, resolve_config
 from mmrebal.engine.trainer import Trainer
@@ -69,25 +70,30 @@ def test_preload_and_workers_options() -> None:
     assert resolve_config({"workers": "2"}).workers == 2
 
 
-def _trained(cache: Path, out: Path, persistent_worker: bool) -> tuple[float, list[torch.Tensor]]:
+def _trained(cache: Path, out: Path, reader: str | None) -> tuple[float, list[torch.Tensor]]:
     options = {"cache": str(cache), "out": str(out), "epochs": 2, "batch_size": 12, "feature_dim": 8,
                "device": "cpu", "seed": 3, "preload": "no"}  # fmt: skip
     trainer = Trainer(build_run(resolve_config(options)), console=Console(quiet=True))
-    if persistent_worker:  # what CUDA runs get, on CPU: one worker kept alive across epochs
-        trainer.loading = dataclasses.replace(trainer.loading, workers=1, persistent=True)
+    if reader:  # what CUDA runs get, on CPU: workers kept alive across epochs
+        threads = reader == "threads"
+        trainer.loading = dataclasses.replace(trainer.loading, workers=2, persistent=True, threads=threads)
     trainer.prepare_run_dir()
     loaders = []
     for epoch in range(2):
         rate = trainer.train_epoch(epoch).rate
         loaders.append(trainer.train_loader)
     assert trainer.state.global_step == 2 * 3  # 36 train rows, batch 12, every epoch
-    if persistent_worker:
-        assert loaders[0] is loaders[1] and loaders[0]._iterator is not None  # same loader, same worker
+    if reader == "processes":
+        assert loaders[0] is loaders[1] and loaders[0]._iterator is not None  # same loader, same workers
+    if reader == "threads":
+        assert isinstance(loaders[0], ThreadLoader) and loaders[0] is loaders[1]
+        assert loaders[0]._pool is not None  # the same threads served both epochs
     return rate, [p.detach().clone() for p in trainer.model.parameters()]
 
 
-def test_a_persistent_worker_loader_trains_exactly_like_the_main_process(cache: Path, tmp_path: Path) -> None:
-    _, inline = _trained(cache, tmp_path / "inline", persistent_worker=False)
-    rate, worker = _trained(cache, tmp_path / "worker", persistent_worker=True)
-    assert all(torch.equal(a, b) for a, b in zip(inline, worker, strict=True))
-    assert np.isfinite(rate)
+def test_worker_loaders_train_exactly_like_the_main_process(cache: Path, tmp_path: Path) -> None:
+    _, inline = _trained(cache, tmp_path / "inline", reader=None)
+    for reader in ("processes", "threads"):
+        rate, worker = _trained(cache, tmp_path / reader, reader=reader)
+        assert all(torch.equal(a, b) for a, b in zip(inline, worker, strict=True)), reader
+        assert np.isfinite(rate)

@@ -1,9 +1,11 @@
 """A torch ``Dataset`` over one split of a cache.
 
-The HDF5 file is opened lazily, once per process (DataLoader workers each get their own handle), and
+The file is opened lazily, once per process (DataLoader workers each get their own handle), and
 only the requested modalities' groups are read. ``__getitems__`` reads a whole batch, row by row into
-one preallocated array per cache array (``mmrebal.cache.rows``); it is what the DataLoader calls when
-it is given a batch sampler.
+one preallocated tensor per cache array (``mmrebal.cache.rows``: by file offset outside the GIL for
+unfiltered arrays, through HDF5 for filtered ones); it is what a loader calls with a batch of rows.
+With ``pin_memory`` those tensors are allocated pinned (in the main process only: a forked worker
+must not touch CUDA), so the host-to-GPU copy starts from them without another copy.
 """
 
 from __future__ import annotations
@@ -17,23 +19,29 @@ from typing import Any
 import h5py
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, get_worker_info
 
+from mmrebal.cache.buffers import POOL
 from mmrebal.cache.format import open_cache, read_info, split_rows
-from mmrebal.cache.rows import chunk_bytes, open_for_rows, raw_chunks, read_rows
+from mmrebal.cache.jpeg import EncodedFrames, batch_of, decoded_shape, encoded
+from mmrebal.cache.rows import RowFile, chunk_bytes, chunk_offsets, open_for_rows, read_rows
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def _from_arrays(kind: str, arrays: dict[str, np.ndarray]) -> torch.Tensor | dict[str, torch.Tensor]:
-    """Cache arrays (batched) as tensors in their stored layout and dtype: what a worker ships."""
+def _from_arrays(kind: str, arrays: dict[str, torch.Tensor]) -> torch.Tensor | dict[str, torch.Tensor]:
+    """A modality's batched cache arrays as a loader ships them: tokens a dict, the others one tensor."""
     if kind == "tokens":
-        return {key: torch.from_numpy(value) for key, value in arrays.items()}
+        return arrays
     if kind in ("frames", "image", "spectrogram"):
         (value,) = arrays.values()
-        return torch.from_numpy(value)
+        return value
     raise ValueError(f"unknown modality kind {kind!r}")
+
+
+def _torch_dtype(dtype: np.dtype) -> torch.dtype:
+    return torch.from_numpy(np.empty(0, dtype)).dtype
 
 
 @functools.lru_cache(maxsize=16)
@@ -49,8 +57,11 @@ def model_input(kind: str, value: Any) -> torch.Tensor | dict[str, torch.Tensor]
     """A stored-layout batch tensor -> model input, on whatever device it sits.
 
     frames uint8 [B, T, H, W, 3] -> float [B, T, 3, H, W] and image [B, H, W, 3] -> [B, 3, H, W], both
-    ImageNet-normalised; spectrogram [B, F, T] -> float [B, 1, F, T]; tokens -> int64 dict.
+    ImageNet-normalised (JPEG batches decoded first, on their device); spectrogram [B, F, T] -> float
+    [B, 1, F, T]; tokens -> int64 dict.
     """
+    if isinstance(value, EncodedFrames):
+        value = value.decode()
     if kind == "frames" or kind == "image":
         order = (0, 1, 4, 2, 3) if kind == "frames" else (0, 3, 1, 2)
         x = value.permute(*order).float().div_(255.0)
@@ -75,7 +86,8 @@ class CacheDataset(Dataset):
     come in the cache's stored layout and dtype (frames and images uint8, channels last), so workers
     and pinned-memory copies move 4x fewer bytes; :func:`model_inputs` converts them where the batch
     lands (``mmrebal.data.device.device_batch``).
-    ``preload=True`` reads the split's arrays into memory once (small caches, CPU runs).
+    ``preload=True`` reads the split's arrays into memory once (small caches, CPU runs);
+    ``pin_memory`` allocates batches pinned in the main process (the batches go to a GPU).
     """
 
     def __init__(
@@ -84,6 +96,7 @@ class CacheDataset(Dataset):
         split: str,
         modalities: Sequence[str] | None = None,
         preload: bool = False,
+        pin_memory: bool = False,
     ) -> None:
         self.path = Path(path)
         self.info = read_info(self.path)
@@ -101,15 +114,27 @@ class CacheDataset(Dataset):
             self.labels = np.asarray(f["label"][:])[self.rows]
             ids = np.asarray(f["sample_id"][:])[self.rows]
             self.array_names = {m: list(f[m].keys()) for m in self.modalities}
-            keys = [f"{m}/{a}" for m in self.modalities for a in self.array_names[m]]
-            self._largest_chunk = max((chunk_bytes(f[k]) for k in keys), default=0)
-            self._memory: dict[str, np.ndarray] | None = None
-            if preload and len(self.rows):
-                self._memory = {k: read_rows(f[k], self.rows, raw_chunks(f[k])) for k in keys}
+            self.keys = [f"{m}/{a}" for m in self.modalities for a in self.array_names[m]]
+            self._largest_chunk = max((chunk_bytes(f[k]) for k in self.keys), default=0)
+            self._layout = {k: (f[k].shape[1:], f[k].dtype) for k in self.keys if not encoded(f[k])}
+            self._encoded = {k: decoded_shape(f[k]) for k in self.keys if encoded(f[k])}  # JPEG arrays
+            self._offsets = {k: chunk_offsets(f[k]) for k in self.keys}  # None: read through HDF5
         self.sample_ids = [i.decode() for i in ids]
+        self.pin_memory = pin_memory
         self._file: h5py.File | None = None
-        self._arrays: dict[str, tuple[h5py.Dataset, bool]] = {}
+        self._row_file: RowFile | None = None
+        self._arrays: dict[str, h5py.Dataset] = {}
         self._pid: int | None = None
+        self._memory: dict[str, np.ndarray] | None = None
+        if preload and len(self.rows):
+            every = np.arange(len(self.rows))
+            self._memory = {
+                k: self._jpeg_rows(k, every)
+                if k in self._encoded
+                else self._fill(k, every, np.empty((len(every), *self._layout[k][0]), self._layout[k][1]))
+                for k in self.keys
+            }
+            self.close()
 
     @property
     def num_classes(self) -> int:
@@ -118,28 +143,77 @@ class CacheDataset(Dataset):
     def __len__(self) -> int:
         return len(self.rows)
 
-    def _array(self, key: str) -> tuple[h5py.Dataset, bool]:
-        """This process's dataset object for ``key`` (one handle per process) and its raw-chunk flag."""
-        if self._file is None or self._pid != os.getpid():
+    @property
+    def thread_safe(self) -> bool:
+        """Whether batches read without h5py (preloaded, or every array by offset), so reader threads
+        of one process read them in parallel (``mmrebal.data.prefetch``)."""
+        return self._memory is not None or all(o is not None for o in self._offsets.values())
+
+    def open(self) -> None:
+        """This process's handles (one per process, reopened after a fork); reader threads share them."""
+        if self._pid == os.getpid():
+            return
+        self._file, self._row_file, self._pid = None, None, os.getpid()  # a parent's, not ours to close
+        if any(o is None for o in self._offsets.values()):
             self._file = open_for_rows(self.path, self._largest_chunk)
-            self._arrays = {}
-            self._pid = os.getpid()
-        if key not in self._arrays:
-            ds = self._file[key]
-            self._arrays[key] = (ds, raw_chunks(ds))
-        return self._arrays[key]
+            self._arrays = {k: self._file[k] for k, o in self._offsets.items() if o is None}
+        if any(o is not None for o in self._offsets.values()):
+            self._row_file = RowFile(self.path)
+
+    def close(self) -> None:
+        if self._pid == os.getpid():
+            if self._file is not None:
+                self._file.close()
+            if self._row_file is not None:
+                self._row_file.close()
+        self._file, self._row_file, self._arrays, self._pid = None, None, {}, None
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state.update(_file=None, _arrays={}, _pid=None)
+        state.update(_file=None, _row_file=None, _arrays={}, _pid=None)
         return state
 
-    def _read(self, key: str, positions: np.ndarray) -> np.ndarray:
-        """Rows for split positions, in the order asked, duplicates included."""
+    def _batch_tensor(self, key: str, n: int, pin: bool) -> torch.Tensor:
+        """Where ``n`` rows of ``key`` are read: pinned (CUDA) or a pooled buffer in the main process,
+        a fresh array in a worker process (which copies it into shared memory anyway)."""
+        shape, dtype = self._layout[key]
+        if pin:
+            return torch.empty((n, *shape), dtype=_torch_dtype(dtype), pin_memory=True)
+        if get_worker_info() is None:
+            return POOL.tensor((n, *shape), dtype)
+        return torch.from_numpy(np.empty((n, *shape), dtype))
+
+    def _jpeg_rows(self, key: str, positions: np.ndarray) -> np.ndarray:
+        """The byte strings of a JPEG array's rows, as an object array ``[len(positions), *leading]``."""
         if self._memory is not None:
             return self._memory[key][positions]
-        ds, raw = self._array(key)
-        return read_rows(ds, self.rows[positions], raw)
+        self.open()
+        ds = self._arrays[key]
+        out = np.empty((len(positions), *ds.shape[1:]), dtype=object)
+        for i, row in enumerate(self.rows[positions].tolist()):
+            out[i] = ds[row]
+        return out
+
+    def _read(self, key: str, positions: np.ndarray, pin: bool) -> torch.Tensor | EncodedFrames:
+        """Rows for split positions, in the order asked, duplicates included, into a new tensor
+        (JPEG arrays: their undecoded batch)."""
+        if key in self._encoded:
+            return batch_of(self._jpeg_rows(key, positions), self._encoded[key])
+        out = self._batch_tensor(key, len(positions), pin)
+        self._fill(key, positions, out.numpy())
+        return out
+
+    def _fill(self, key: str, positions: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """Every byte of ``out`` from the rows at split ``positions``: memory, file offsets or HDF5."""
+        if self._memory is not None:
+            return np.take(self._memory[key], positions, axis=0, out=out)
+        self.open()
+        offsets, rows = self._offsets[key], self.rows[positions]
+        if offsets is not None:
+            self._row_file.read(offsets, rows, out)
+        else:
+            read_rows(self._arrays[key], rows, out)
+        return out
 
     def __getitems__(self, positions: Sequence[int]) -> dict[str, Any]:
         pos = np.asarray(positions, dtype=np.int64)
@@ -147,16 +221,22 @@ class CacheDataset(Dataset):
             "idx": torch.from_numpy(pos.copy()),
             "label": torch.from_numpy(self.labels[pos].astype(np.int64)),
         }
+        pin = self.pin_memory and get_worker_info() is None
         for m in self.modalities:
-            arrays = {a: self._read(f"{m}/{a}", pos) for a in self.array_names[m]}
+            arrays = {a: self._read(f"{m}/{a}", pos, pin) for a in self.array_names[m]}
             batch[m] = _from_arrays(self.info.modalities[m], arrays)
         return batch
 
     def __getitem__(self, position: int) -> dict[str, Any]:
         batch = self.__getitems__([position])
-        return {
-            k: (v[0] if torch.is_tensor(v) else {kk: vv[0] for kk, vv in v.items()}) for k, v in batch.items()
-        }
+        return {k: _first(v) for k, v in batch.items()}
+
+
+def _first(value: Any) -> Any:
+    """The first row of a batch value (a JPEG batch decoded on the CPU)."""
+    if isinstance(value, dict):
+        return {k: v[0] for k, v in value.items()}
+    return (value.decode() if isinstance(value, EncodedFrames) else value)[0]
 
 
 def batch_collate(batch: dict[str, Any]) -> dict[str, Any]:

@@ -7,7 +7,8 @@ Layout (``h5ls -r``)::
     /sample_id    bytes [N]     the source file stem (or manifest id)
     /class_names  bytes [C]
     /<modality>/  group with attribute ``kind`` and one or more per-sample arrays:
-        visual/frames      uint8   [N, T, H, W, 3]   kind="frames"
+        visual/frames      uint8   [N, T, H, W, 3]   kind="frames" (or JPEG byte strings [N, T]:
+                                                  ``prep --compression jpeg``, mmrebal.cache.jpeg)
         audio/spec         float32 [N, F, T]         kind="spectrogram"
         text/input_ids     int64   [N, L]            kind="tokens" (+ text/attention_mask)
         image/pixels       uint8   [N, H, W, 3]      kind="image"
@@ -26,6 +27,8 @@ from typing import Any
 
 import h5py
 import numpy as np
+
+from mmrebal.cache.jpeg import decoded_shape
 
 FORMAT_VERSION = 1
 SPLITS = ("train", "val", "test")
@@ -113,7 +116,7 @@ def read_info(path: str | Path) -> CacheInfo:
             if isinstance(obj, h5py.Group):
                 modalities[name] = str(obj.attrs["kind"])
                 for array_name, ds in obj.items():
-                    shapes[f"{name}/{array_name}"] = tuple(ds.shape[1:])
+                    shapes[f"{name}/{array_name}"] = decoded_shape(ds)
         splits = _decode(f["split"][:])
         return CacheInfo(
             path=Path(path),

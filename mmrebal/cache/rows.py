@@ -2,13 +2,17 @@
 
 h5py's list selection (``ds[[3, 1, 7]]``) builds one hyperslab per index and costs ~70x a plain
 per-row loop at 224x224 frame sizes (h5py issues 293 and 2536). Each cache row is exactly one chunk,
-so an unfiltered array is read chunk by chunk straight into the caller's batch buffer
-(``read_direct_chunk``: no selection, no chunk cache, no extra copy); a filtered (compressed) array
-falls back to one ``ds[row]`` per row, decoded through a chunk cache that holds a whole chunk.
+so the stored bytes of an unfiltered chunk are the row itself: HDF5 says once where every chunk sits
+(``chunk_offsets``) and a batch is then one ``os.preadv`` per row straight into the caller's batch
+buffer (:class:`RowFile`). That is the read ``read_direct_chunk`` does, without h5py's per-call
+cost, and outside the GIL and h5py's global lock, so reader threads of one process read in parallel
+(``mmrebal.data.prefetch``). A filtered (compressed) array falls back to one ``ds[row]`` per
+row, decoded through a chunk cache that holds a whole chunk.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import h5py
@@ -39,17 +43,50 @@ def raw_chunks(ds: h5py.Dataset) -> bool:
     )
 
 
-def read_rows(ds: h5py.Dataset, rows: np.ndarray, raw: bool) -> np.ndarray:
-    """``ds[rows]`` in the asked order (duplicates allowed) into one preallocated array."""
-    out = np.empty((len(rows), *ds.shape[1:]), dtype=ds.dtype)
-    if raw and out.size:
+def chunk_offsets(ds: h5py.Dataset) -> np.ndarray | None:
+    """File offset of every row's chunk of a :func:`raw_chunks` array, or None when some row has no
+    chunk of the full size (never written), so that reading it needs HDF5 (its fill value)."""
+    if not raw_chunks(ds):
+        return None
+    offsets = np.full(ds.shape[0], -1, dtype=np.int64)
+    size = chunk_bytes(ds)
+
+    def visit(info: h5py.h5d.StoreInfo) -> None:
+        if info.size == size:
+            offsets[info.chunk_offset[0]] = info.byte_offset
+
+    ds.id.chunk_iter(visit)
+    return offsets if len(offsets) and offsets.min() >= 0 else None
+
+
+class RowFile:
+    """The cache file as plain bytes: rows of raw-chunk arrays read by offset, one descriptor per process."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.fd = os.open(self.path, os.O_RDONLY)
+
+    def read(self, offsets: np.ndarray, rows: np.ndarray, out: np.ndarray) -> None:
+        """Row ``rows[i]`` (its chunk at ``offsets[rows[i]]``) into ``out[i]``; any order, duplicates too."""
+        if not len(rows):
+            return
         flat = out.reshape(len(rows), -1).view(np.uint8)
-        zeros = (0,) * (ds.ndim - 1)
-        for i, row in enumerate(rows):
-            ds.id.read_direct_chunk((int(row), *zeros), out=flat[i])
-    else:
-        for i, row in enumerate(rows):
-            out[i] = ds[int(row)]
+        size = flat.shape[1]
+        for i, row in enumerate(rows.tolist()):
+            got = os.preadv(self.fd, [flat[i]], int(offsets[row]))
+            if got != size:
+                raise OSError(
+                    f"{self.path}: row {row} is cut short ({got} of {size} bytes); rebuild the cache"
+                )
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def read_rows(ds: h5py.Dataset, rows: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """``ds[rows]`` in the asked order (duplicates allowed) into ``out``, through HDF5 (any filter)."""
+    for i, row in enumerate(rows.tolist()):
+        out[i] = ds[row]
     return out
 
 

@@ -2,7 +2,9 @@
 
 Each decoded sample is written as its own ``.npz`` in ``<out>.parts/`` (temp file + rename), so a
 Ctrl-C or ``kill -9`` at any moment loses at most the samples in flight and a re-run skips what is
-done. The HDF5 file is assembled from the journal into a temp file and renamed into place only
+done. The parts are not fsynced one by one (that cost ~5-8 ms a sample, several % of a clip's
+decode): a power loss may leave some torn, and reopening the journal drops those, so they are
+decoded again. The HDF5 file is assembled from the journal into a temp file and renamed into place only
 when complete, streaming one sample at a time so peak memory does not grow with the dataset.
 """
 
@@ -13,6 +15,7 @@ import io
 import json
 import shutil
 import time
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +25,7 @@ import h5py
 import numpy as np
 
 from mmrebal import __version__
+from mmrebal.cache import jpeg
 from mmrebal.cache.format import FORMAT_VERSION, SPLITS, CacheError, attr_value
 from mmrebal.storage import StorageError, atomic_path, atomic_write_bytes, free_space, human_size
 
@@ -53,6 +57,14 @@ class SampleJournal:
         self.dir.mkdir(parents=True, exist_ok=True)
         if not meta.exists():
             atomic_write_bytes(meta, json.dumps({"manifest_hash": manifest_hash}).encode())
+        self.dropped = self._drop_torn()
+
+    def _drop_torn(self) -> int:
+        """Remove parts a power loss left torn (no zip directory at their end); how many there were."""
+        torn = [part for part in self.dir.glob("*.npz") if not _whole_zip(part)]
+        for part in torn:
+            part.unlink(missing_ok=True)
+        return len(torn)
 
     def _path(self, sample_id: str) -> Path:
         digest = hashlib.sha1(sample_id.encode()).hexdigest()[:16]
@@ -64,14 +76,32 @@ class SampleJournal:
     def write(self, sample_id: str, arrays: dict[str, np.ndarray]) -> None:
         buf = io.BytesIO()
         np.savez(buf, **{key.replace("/", "__"): value for key, value in arrays.items()})
-        atomic_write_bytes(self._path(sample_id), buf.getvalue())
+        atomic_write_bytes(self._path(sample_id), buf.getvalue(), durable=False)
 
     def read(self, sample_id: str) -> dict[str, np.ndarray]:
-        with np.load(self._path(sample_id)) as data:
-            return {key.replace("__", "/"): data[key] for key in data.files}
+        """A part's arrays; a torn one (its CRC fails) is removed, so that a re-run decodes it again."""
+        path = self._path(sample_id)
+        try:
+            with np.load(path) as data:
+                return {key.replace("__", "/"): data[key] for key in data.files}
+        except (zipfile.BadZipFile, ValueError, EOFError) as exc:
+            path.unlink(missing_ok=True)
+            raise CacheError(
+                f"{sample_id}: its decoded part in {self.dir} was torn ({exc}; a power loss?); it is "
+                "removed, re-run the prep to decode it again"
+            ) from None
 
     def remove(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _whole_zip(path: Path) -> bool:
+    """Whether ``path`` ends in a readable zip directory (cheap: its data is checked when read)."""
+    try:
+        with zipfile.ZipFile(path):
+            return True
+    except (zipfile.BadZipFile, OSError, EOFError):
+        return False
 
 
 class _AbandonableFile(io.FileIO):
@@ -131,7 +161,10 @@ def assemble(
     attrs: dict[str, Any],
     compression: str | None = None,
 ) -> Path:
-    """Write the HDF5 cache from the journal in ``entries`` order; the file appears only when complete."""
+    """Write the HDF5 cache from the journal in ``entries`` order; the file appears only when complete.
+
+    ``compression``: None (raw), an HDF5 filter of every per-sample array (``lzf``, ``gzip``), or
+    ``jpeg``: frames and images JPEG-encoded (``mmrebal.cache.jpeg``), the other arrays raw."""
     if not entries:
         raise CacheError(f"{out}: nothing to write (no sample was prepared)")
     ids = [e.sample_id for e in entries]
@@ -160,22 +193,28 @@ def assemble(
             group_name = key.split("/", 1)[0]
             group = f.require_group(group_name)
             group.attrs["kind"] = modality_kinds[group_name]
+            if compression == "jpeg" and jpeg.encodable(value):
+                arrays[key] = jpeg.create(f, key, n, value)
+                continue
             arrays[key] = f.create_dataset(
                 key,
                 shape=(n, *value.shape),
                 dtype=value.dtype,
                 chunks=(1, *value.shape),
-                compression=compression,
+                compression=None if compression == "jpeg" else compression,
             )
         for row, entry in enumerate(entries):
             sample = first if row == 0 else journal.read(entry.sample_id)
             for key, ds in arrays.items():
                 value = sample.get(key)
-                if value is None or value.shape != ds.shape[1:]:
+                if value is None or value.shape != jpeg.decoded_shape(ds):
                     got = None if value is None else value.shape
                     raise CacheError(
-                        f"{entry.sample_id}: {key} has shape {got}, expected {ds.shape[1:]}; "
+                        f"{entry.sample_id}: {key} has shape {got}, expected {jpeg.decoded_shape(ds)}; "
                         "the preset must give every sample the same shape"
                     )
-                ds[row] = value
+                if jpeg.encoded(ds):
+                    jpeg.write(ds, row, value)
+                else:
+                    ds[row] = value
     return out

@@ -69,7 +69,9 @@ def prep_command(
         False, "--keep-raw", help="avmnist: keep the generated clips in <out>.raw/."
     ),
     compression: str = typer.Option(
-        "none", "--compression", help="none | lzf | gzip: HDF5 filter of the arrays (none reads fastest)."
+        "none",
+        "--compression",
+        help="none | lzf | gzip: HDF5 filter of the arrays; jpeg: JPEG frames/images (none reads fastest).",
     ),
     name: str | None = typer.Option(
         None, "--name", help="Dataset name recorded in the cache, used by run folders and reports."

@@ -109,7 +109,10 @@ def train_command(
     device: str | None = _opt("--device", "auto | cpu | cuda.", DATA),
     bf16: bool | None = _opt("--bf16/--no-bf16", "bf16 autocast for forward passes.", DATA),
     workers: int | None = _opt(
-        "--workers", "DataLoader worker processes (default: 0 on CPU, from the cores on CUDA).", DATA
+        "--workers", "Loader workers (default: 0 on CPU, from the cores on CUDA).", DATA
+    ),
+    reader: str | None = _opt(
+        "--reader", "threads | processes: workers as reader threads (where the cache allows) or not.", DATA
     ),
     preload: str | None = _opt(
         "--preload", "auto | yes | no: read the splits into memory (auto: if they fit).", DATA

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from mmrebal.cache.dataset import model_inputs
+from mmrebal.cache.jpeg import EncodedFrames
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
@@ -24,11 +25,12 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
 
 
 def move_batch(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    """Tensors (also nested, e.g. token inputs) onto ``device``; non-blocking from pinned memory."""
+    """Tensors (also nested, e.g. token inputs) onto ``device``; non-blocking from pinned memory. A JPEG
+    batch is told where it will be decoded (``mmrebal.cache.jpeg``)."""
     non_blocking = device.type == "cuda"
     out: dict[str, Any] = {}
     for key, value in batch.items():
-        if torch.is_tensor(value):
+        if torch.is_tensor(value) or isinstance(value, EncodedFrames):
             out[key] = value.to(device, non_blocking=non_blocking)
         elif isinstance(value, dict):
             out[key] = move_batch(value, device)

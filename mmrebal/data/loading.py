@@ -1,6 +1,10 @@
 """How training and scoring read batches: worker count, worker persistence, prefetch, pinning and
 preload, and :func:`batch_loader`, the one DataLoader over row lists both use.
 
+Workers are reader threads of the main process where the cache allows it (``reader`` ``threads``,
+the default: see ``mmrebal.data.prefetch``), else DataLoader worker processes (``processes``, also
+what a filtered cache gets).
+
 CPU runs keep the loader in the main process (``workers`` 0: plan t+1 is drawn after the feedback
 of step t, and the numbers of a run do not depend on the machine). CUDA runs read in worker
 processes sized from the cores this process may use (shared by the local DDP ranks), keep them
@@ -21,20 +25,25 @@ from torch.utils.data import DataLoader
 
 from mmrebal.cache.dataset import CacheDataset, batch_collate
 from mmrebal.cache.rows import cache_bytes
+from mmrebal.data.prefetch import ThreadLoader
 
 MAX_AUTO_WORKERS = 8
 RAM_SHARE = 0.5
 PREFETCH = 2  # batches in flight per worker: PyTorch's default; plans run this far ahead of feedback
 
 
+READERS = ("threads", "processes")
+
+
 @dataclass(frozen=True)
 class LoaderSettings:
-    """DataLoader options of one run (``workers == 0`` disables the others but pinning)."""
+    """Loader options of one run (``workers == 0`` disables the others but pinning)."""
 
     workers: int
     pin_memory: bool
     persistent: bool
     prefetch: int | None
+    threads: bool = True  # workers are reader threads where the cache allows it
 
     def dataloader_kwargs(self) -> dict[str, object]:
         kwargs: dict[str, object] = {"num_workers": self.workers, "pin_memory": self.pin_memory}
@@ -52,13 +61,19 @@ def local_world_size() -> int:
     return max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
 
 
-def loader_settings(workers: int | None, device: torch.device) -> LoaderSettings:
+def loader_settings(workers: int | None, device: torch.device, reader: str = "threads") -> LoaderSettings:
     """``workers`` None: 0 on CPU; on CUDA this rank's share of the cores less one for the main process."""
     cuda = device.type == "cuda"
     if workers is None:
         share = usable_cores() // local_world_size()
         workers = min(MAX_AUTO_WORKERS, max(1, share - 1)) if cuda else 0
-    return LoaderSettings(workers, pin_memory=cuda, persistent=cuda and workers > 0, prefetch=PREFETCH)
+    return LoaderSettings(
+        workers,
+        pin_memory=cuda,
+        persistent=cuda and workers > 0,
+        prefetch=PREFETCH,
+        threads=reader == "threads",
+    )
 
 
 def available_memory() -> int:
@@ -83,12 +98,16 @@ def batch_loader(
     batches: Iterable[list[int]],
     device: torch.device,
     settings: LoaderSettings | None = None,
-) -> DataLoader:
-    """A DataLoader whose batch sampler yields row lists, read with one ``__getitems__`` call per batch.
+) -> DataLoader | ThreadLoader:
+    """A loader over row lists, read with one ``__getitems__`` call per batch: reader threads where
+    the settings and the cache allow them, else a DataLoader (``settings.workers`` processes).
 
     ``settings`` default: the main process only (``loader_settings(0, device)``).
     """
     settings = settings or loader_settings(0, device)
+    if settings.workers and settings.threads and dataset.thread_safe:
+        prefetch = settings.prefetch or 1
+        return ThreadLoader(dataset, batches, settings.workers, prefetch, settings.persistent, device)
     return DataLoader(
         dataset, batch_sampler=batches, collate_fn=batch_collate, **settings.dataloader_kwargs()
     )

@@ -124,8 +124,11 @@ class RunParts:
         return list(self.info.modalities)
 
 
-def build_datasets(cache: Path, preload: bool) -> dict[str, CacheDataset]:
-    datasets = {split: CacheDataset(cache, split, preload=preload) for split in ("train", "val", "test")}
+def build_datasets(cache: Path, preload: bool, pin_memory: bool = False) -> dict[str, CacheDataset]:
+    datasets = {
+        split: CacheDataset(cache, split, preload=preload, pin_memory=pin_memory)
+        for split in ("train", "val", "test")
+    }
     for split, ds in datasets.items():
         if len(ds) == 0:
             raise ValueError(f"{cache}: the {split} split is empty; rebuild the cache with a {split} split")
@@ -154,8 +157,8 @@ def build_run(config: TrainConfig, default_cache: Callable[[], Path] | None = No
     cache = Path(config.cache)
     config = dataclasses.replace(config, cache=str(cache))  # recorded as resolved
     info = read_info(cache)
-    loading = loader_settings(config.workers, device)
-    datasets = build_datasets(cache, decide_preload(config.preload, cache))
+    loading = loader_settings(config.workers, device, config.reader)
+    datasets = build_datasets(cache, decide_preload(config.preload, cache), loading.pin_memory)
     model, method = build_components(config, info, device)
     train_model = distributed.wrap_model(model, dist, device)
     train = datasets["train"]

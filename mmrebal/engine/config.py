@@ -97,7 +97,8 @@ class TrainConfig:
     preset: str = "cpu"
     device: str = "auto"  # auto | cpu | cuda
     bf16: bool = False
-    workers: int | None = None  # DataLoader workers; None: 0 on CPU, from the core count on CUDA
+    workers: int | None = None  # loader workers; None: 0 on CPU, from the core count on CUDA
+    reader: str = "threads"  # threads | processes: what the workers are (see loading.py)
     preload: str = "auto"  # yes | no | auto: read the splits into memory when they fit (see loading.py)
     augment: bool = False  # train-time RandomResizedCrop + flip of frames/images (mmrebal.engine.augment)
     resume: bool = False
@@ -109,7 +110,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         choices = {"optimizer": registered("optimizer"), "scheduler": registered("scheduler"),
-                   "device": ("auto", "cpu", "cuda"), "preset": tuple(TRAIN_PRESETS)}  # fmt: skip
+                   "device": ("auto", "cpu", "cuda"), "preset": tuple(TRAIN_PRESETS),
+                   "reader": ("threads", "processes")}  # fmt: skip
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name}={getattr(self, name)!r}: choose one of {', '.join(allowed)}")

@@ -31,7 +31,8 @@ TRACE_FILES = ("steps.parquet", "metrics.parquet", "samples.parquet")
 MUTABLE = ("lr", "scheduler", "step_size", "gamma", "epochs")
 SCHEDULE = ("lr", "scheduler", "step_size", "gamma")
 # Options that change how a run is executed or reported, not what it computes.
-FREE = ("out", "resume", "preset", "device", "workers", "preload", "eval_batch_size", "test_each_epoch")
+FREE = ("out", "resume", "preset", "device", "workers", "reader", "preload", "eval_batch_size",
+        "test_each_epoch")  # fmt: skip
 
 
 class RunDirError(RuntimeError):

@@ -72,8 +72,9 @@ def errors_csv_path(out: Path) -> Path:
     return out.with_name(f"{out.stem}.prep_errors.csv")
 
 
-# raw (the default: the fastest reads, see benchmarks/loader.py) or an HDF5 filter every reader has
-COMPRESSIONS = (None, "lzf", "gzip")
+# raw (the default: the fastest reads, see benchmarks/loader.py), an HDF5 filter every reader has, or
+# JPEG-encoded frames and images (mmrebal.cache.jpeg; lossy, decoded on the training device)
+COMPRESSIONS = (None, "lzf", "gzip", "jpeg")
 
 
 def lock_output(out: Path) -> ExclusiveLock:
@@ -132,7 +133,8 @@ def run_prep(
     the adapter takes one, so one seed fixes every random choice of the prep. ``test_fraction`` is
     used only when the source has no test split. Synthetic adapters (avmnist) write their raw clips to
     ``root`` or, when it is None, to ``<out>.raw/``, removed after success unless ``keep_raw``.
-    ``compression`` is the HDF5 filter of every per-sample array (``COMPRESSIONS``; None: raw).
+    ``compression`` is the HDF5 filter of every per-sample array, or ``jpeg`` for JPEG frames and
+    images (``COMPRESSIONS``; None: raw).
     ``name`` is the dataset name recorded in the cache (``dataset`` attribute: run directories and
     reports use it); default the adapter's name, which is always kept as the ``adapter`` attribute.
     """
@@ -173,6 +175,8 @@ def run_prep(
     journal = SampleJournal(out, _journal_key(source_sha256, chosen))
     if journal.reset_reason:
         log.note(journal.reset_reason)
+    if journal.dropped:
+        log.note(f"{journal.dir}: {journal.dropped} torn sample(s) (a power loss?) are decoded again")
     todo = [item for item in items if not journal.done(item.sample_id)]
     resumed = len(items) - len(todo)
     if resumed:
