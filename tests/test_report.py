@@ -317,6 +317,9 @@ def test_sampler_options_and_creation_dates_do_not_split_groups(tmp_path: Path) 
     for seed in (0, 1):
         write_run(root, "uniform", "joint", seed)
         write_run(root, "dus", "joint", seed)
+    # how the loader read (a run from before --reader records none) is not a different experiment
+    config = root / "avmnist-dus-joint-s1" / "config.yaml"
+    config.write_text(yaml.safe_dump({**yaml.safe_load(config.read_text()), "reader": "threads"}))
     groups, warnings = group_runs(find_runs([root])[0])
     assert [len(g.runs) for g in groups] == [2, 2]
     assert warnings == []

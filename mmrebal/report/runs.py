@@ -17,10 +17,11 @@ import polars as pl
 import yaml
 
 # Config keys that never make two runs different experiments: the seed, where the run wrote to,
-# where its inputs lived, when and with which library versions it ran. A dotted key is ignored when
-# its first component is in ``_IGNORED_TOP`` or its last component is in ``_IGNORED_LEAF`` or ends
-# with one of ``_IGNORED_SUFFIXES``.
-_IGNORED_TOP = {"seed", "out", "resume", "versions"}
+# where its inputs lived, when and with which library versions it ran, and how the loader reads
+# (``reader``: threads and processes give the same batches, tests/test_loading.py; runs from before
+# the option have none). A dotted key is ignored when its first component is in ``_IGNORED_TOP`` or
+# its last component is in ``_IGNORED_LEAF`` or ends with one of ``_IGNORED_SUFFIXES``.
+_IGNORED_TOP = {"seed", "out", "resume", "versions", "reader"}
 _IGNORED_LEAF = {"seed", "out", "resume", "cache", "path", "root", "created", "hostname"}
 _IGNORED_SUFFIXES = ("_path", "_dir", "_file", "_version")
 # The factors a report compares: they may differ between groups without a warning.
