@@ -20,7 +20,7 @@ DEMO_EPOCHS = 12
 
 
 def demo_command(
-    sampler: str = typer.Option("remix", help="The rebalancing sampler set beside uniform (NAME[:KEY=VALUE])."),
+    sampler: str = typer.Option("remix", help="The rebalancing sampler beside uniform (NAME[:KEY=VALUE])."),
     method: str = typer.Option(
         "fused", help="The method both train with; fused (the fused loss only) is where the imbalance is."
     ),
