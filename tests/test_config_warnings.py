@@ -56,3 +56,18 @@ def test_trainer_prints_and_records_the_warnings(tmp_path: Path) -> None:
     # the options the run really ran with, defaults filled in
     assert saved["options"]["sampler"]["warmup"] == 10 and saved["options"]["sampler"]["tie"] == "last"
     assert saved["options"]["method"]["rho_rows"] == "paired"
+
+
+@pytest.mark.parametrize(
+    ("method", "options", "weights"),
+    [("fused", {}, (1.0, 0.0)), ("pmr", {}, (1.0, 0.0)), ("joint", {}, (1.0, 1.0)),
+     ("joint", {"unimodal_weight": {"audio": 0.5, "visual": 1.0}}, (1.0, {"audio": 0.5, "visual": 1.0}))],
+)  # fmt: skip
+def test_recorded_method_options_are_the_loss_weights_trained_with(method, options, weights) -> None:
+    """``fused``/``pmr``/``agm`` fix the inherited weights; the record says what they train with."""
+    from mmrebal.methods import METHODS
+    from mmrebal.registry import keyword_defaults
+
+    built = create_method(method, ["audio", "visual"], **options)
+    recorded = built.ran_with(keyword_defaults(type(built), METHODS.reserved))
+    assert (recorded["fused_weight"], recorded["unimodal_weight"]) == weights

@@ -26,7 +26,8 @@ def ran_with(trainer: Trainer) -> dict[str, dict[str, Any]]:
     c = trainer.config
     return {
         "sampler": {**keyword_defaults(type(trainer.sampler), SAMPLERS.reserved), **c.sampler_options},
-        "method": {**keyword_defaults(type(trainer.method), METHODS.reserved), **c.method_options},
+        "method": {**trainer.method.ran_with(keyword_defaults(type(trainer.method), METHODS.reserved)),
+                   **c.method_options},  # fmt: skip
     }
 
 

@@ -204,6 +204,11 @@ class Method(ABC):
         """Lines saying where the run's length or optimiser defeats the method (see Sampler's)."""
         return []
 
+    def ran_with(self, defaults: dict[str, Any]) -> dict[str, Any]:
+        """The options this method ran with, from its signature's ``defaults``; a subclass that fixes
+        an inherited option (``fused`` trains with no unimodal loss) says so here."""
+        return defaults
+
     def losses_are_finite(self, result: StepResult) -> bool:
         return math.isfinite(result.loss) and all(math.isfinite(s.loss) for s in result.modality.values())
 

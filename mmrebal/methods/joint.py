@@ -11,6 +11,7 @@ warm-up, gamma afterwards) overrides them key by key for that step.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -54,6 +55,14 @@ class WeightedLoss(Method):
         if unknown:
             raise ValueError(f"unimodal_weight names unknown modalities {', '.join(unknown)}")
         self.weights = {"fused": float(fused_weight), **{m: float(per.get(m, 0.0)) for m in self.modalities}}
+
+    def ran_with(self, defaults: dict[str, Any]) -> dict[str, Any]:
+        """The loss weights really trained with (``fused``, ``pmr`` and ``agm`` fix them below the
+        signature's defaults)."""
+        unimodal = {m: self.weights[m] for m in self.modalities}
+        one = set(unimodal.values())
+        return {**defaults, "fused_weight": self.weights["fused"],
+                "unimodal_weight": one.pop() if len(one) == 1 else unimodal}  # fmt: skip
 
     def step_weights(self, ctx: StepContext) -> dict[str, float]:
         return {**self.weights, **(ctx.loss_weights or {})}
