@@ -37,10 +37,10 @@ def demo_command(
         from rich.console import Console
 
         from mmrebal.report import write_report
-        from mmrebal.sweep import SweepError, SweepRunner, build_spec, error_line
+        from mmrebal.sweep import SweepError, SweepRunner, build_spec, error_line, parse_entry
 
         err = Console(stderr=True)
-        if sampler.split(":")[0] == "uniform":
+        if parse_entry(sampler)[0] == "uniform":
             raise SweepError("--sampler: pick a rebalancing sampler to set beside uniform, e.g. dus")
         jobs = max(1, min(2, os.cpu_count() or 1))
         train = [*DEMO_TRAIN, "--epochs", str(epochs)]
