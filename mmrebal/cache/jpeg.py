@@ -16,10 +16,13 @@ training device is CUDA, on the CPU otherwise.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import h5py
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch loads lazily: prep's worker processes import this module but never need it
+    import torch
 
 QUALITY = 90
 BYTES = h5py.vlen_dtype(np.uint8)
@@ -51,6 +54,8 @@ def create(group: h5py.Group, name: str, n: int, value: np.ndarray) -> h5py.Data
 def write(ds: h5py.Dataset, row: int, value: np.ndarray) -> None:
     """One sample's ``[..., H, W, 3]`` uint8 array into row ``row``, a JPEG byte string per image
     (written one by one: h5py would make equally long strings one 2-D array)."""
+    import torch
+
     images = torch.from_numpy(np.ascontiguousarray(value)).reshape(-1, *value.shape[-3:]).permute(0, 3, 1, 2)
     from torchvision.io import encode_jpeg
 
@@ -71,13 +76,14 @@ class EncodedFrames:
     data: torch.Tensor  # uint8, the frames' JPEG byte strings back to back
     lengths: list[int]
     shape: tuple[int, ...]  # the decoded batch shape, [B, T, H, W, 3] or [B, H, W, 3]
-    device: torch.device = torch.device("cpu")
+    device: torch.device | str = "cpu"
 
-    def to(self, device: torch.device, non_blocking: bool = False) -> EncodedFrames:
-        return EncodedFrames(self.data, self.lengths, self.shape, torch.device(device))
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> EncodedFrames:
+        return EncodedFrames(self.data, self.lengths, self.shape, device)
 
     def decode(self) -> torch.Tensor:
         """The batch as a stored-layout uint8 tensor on ``device`` (channels last, as raw frames)."""
+        import torch
         from torchvision.io import decode_jpeg
 
         if not self.lengths:
@@ -89,6 +95,8 @@ class EncodedFrames:
 
 def batch_of(rows: np.ndarray, shape: tuple[int, ...]) -> EncodedFrames:
     """Rows of an encoded array (an object array ``[B, *leading]`` of byte arrays) as one batch."""
+    import torch
+
     frames = list(rows.reshape(-1))
     data = np.concatenate(frames) if frames else np.zeros(0, np.uint8)
     return EncodedFrames(torch.from_numpy(data), [len(b) for b in frames], (len(rows), *shape))

@@ -8,10 +8,14 @@ from __future__ import annotations
 
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from mmrebal.media import MediaError, check_complete, declared_seconds, ffmpeg_reason
+
+if TYPE_CHECKING:
+    import av
 
 
 @cache
@@ -31,6 +35,11 @@ def read_audio(path: Path, sample_rate: int, min_duration_s: float = 0.0) -> np.
         wave, rate = _read_soundfile(path)
     else:
         wave, rate = _read_track(path)
+    return prepared(path, wave, rate, sample_rate, min_duration_s)
+
+
+def prepared(path: Path, wave: np.ndarray, rate: int, sample_rate: int, min_duration_s: float) -> np.ndarray:
+    """A decoded mono waveform checked for length (``MediaError``) and resampled to ``sample_rate``."""
     if wave.size == 0:
         raise MediaError(f"{path}: empty audio (0 samples); re-export the file or drop it from the dataset")
     if wave.size < min_duration_s * rate:
@@ -66,25 +75,42 @@ def _read_track(path: Path) -> tuple[np.ndarray, int]:
         with av.open(str(path)) as container:
             if not container.streams.audio:
                 raise MediaError(f"{path}: the clip has no audio track; use a clip with sound or drop it")
-            stream = container.streams.audio[0]
-            stream.codec_context.thread_count = 1
-            rate = int(stream.codec_context.sample_rate or stream.rate)
-            declared = declared_seconds(stream)
-            chunks, planar, channels = [], True, 1
-            for frame in container.decode(stream):
-                chunks.append(frame.to_ndarray())
-                planar, channels = frame.format.is_planar, frame.layout.nb_channels
+            track = TrackDecoder(path, container.streams.audio[0])
+            for packet in container.demux(track.stream):
+                track.decode(packet)
+            return track.wave()
     except MediaError:
         raise
     except (av.FFmpegError, ValueError, OSError) as err:
         raise MediaError(
             f"{path}: cannot decode audio ({ffmpeg_reason(err)}); corrupt or truncated file, re-encode it"
         ) from None
-    if not chunks:
-        return np.zeros(0, np.float32), rate
-    wave = _mono(np.concatenate(chunks, axis=1), planar, channels)
-    check_complete(path, "audio", wave.size / rate, declared)
-    return wave, rate
+
+
+class TrackDecoder:
+    """Decodes one audio stream packet by packet (the demuxer may interleave other streams' packets)
+    into its mono waveform, refused when shorter than the container declares."""
+
+    def __init__(self, path: Path, stream: av.AudioStream) -> None:
+        self.path, self.stream = path, stream
+        stream.codec_context.thread_count = 1
+        self.rate = int(stream.codec_context.sample_rate or stream.rate)
+        self.chunks: list[np.ndarray] = []
+        self.planar, self.channels = True, 1
+
+    def decode(self, packet: av.Packet) -> None:
+        """Decode one demuxed packet (an empty one flushes the decoder)."""
+        for frame in self.stream.decode(packet):
+            self.chunks.append(frame.to_ndarray())
+            self.planar, self.channels = frame.format.is_planar, frame.layout.nb_channels
+
+    def wave(self) -> tuple[np.ndarray, int]:
+        """(mono float32 waveform, its rate) of every packet decoded so far."""
+        if not self.chunks:
+            return np.zeros(0, np.float32), self.rate
+        wave = _mono(np.concatenate(self.chunks, axis=1), self.planar, self.channels)
+        check_complete(self.path, "audio", wave.size / self.rate, declared_seconds(self.stream))
+        return wave, self.rate
 
 
 def _mono(samples: np.ndarray, planar: bool, channels: int) -> np.ndarray:

@@ -3,21 +3,27 @@
 Frame indices are always sorted and evenly spaced over the clip: the reference repos listed a
 directory of dumped JPEGs in arbitrary order, which this replaces.
 
-Both readers give the same frames at the clip's own size (the same FFmpeg YUV -> RGB conversion,
-bit for bit). When resizing, PyAV uses swscale's bicubic filter, the closest to decord's scaler:
-they then differ by about 1-3 levels of 255 on average (decord scales inside its filter graph).
+Both readers give the same frames bit for bit, resized or not: PyAV's frames go through the FFmpeg
+filter graph decord builds (``scale=W:H`` then ``format=rgb24``). A one-step swscale conversion
+(``to_ndarray(width=, height=)``) would differ from decord's by ~5 levels of 255 on average.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from mmrebal.media import MediaError, check_complete, declared_seconds, ffmpeg_reason
 from mmrebal.storage import atomic_path
+
+if TYPE_CHECKING:
+    import av
 
 log = logging.getLogger(__name__)
 _fallback_logged = False
@@ -79,16 +85,20 @@ def _check_video_complete(path: Path) -> None:
             if not container.streams.video:
                 return
             stream = container.streams.video[0]
-            declared = declared_seconds(stream)
-            if declared is None:
-                return
-            ends = [
-                p.pts + (p.duration or 0) for p in container.demux(stream) if p.size and p.pts is not None
-            ]
-            start = stream.start_time or 0
-            present = float((max(ends, default=start) - start) * stream.time_base)
+            packets = [p for p in container.demux(stream) if p.size]
     except (av.FFmpegError, ValueError, OSError):
         return  # the decoders below report a file they cannot read, with their own reason
+    check_video_packets(path, stream, packets)
+
+
+def check_video_packets(path: Path, stream: av.VideoStream, packets: list[av.Packet]) -> None:
+    """``check_complete`` for a video stream from its demuxed (non-empty) packets."""
+    declared = declared_seconds(stream)
+    if declared is None:
+        return
+    start = stream.start_time or 0
+    ends = [p.pts + (p.duration or 0) for p in packets if p.pts is not None]
+    present = float((max(ends, default=start) - start) * stream.time_base)
     check_complete(path, "video", present, declared)
 
 
@@ -148,40 +158,78 @@ def _read_pyav(
     fps: float | None,
     frame_range: tuple[int, int] | None = None,
 ) -> np.ndarray:
-    """Two passes: count packets (no decoding) to place the indices, then decode up to the last one."""
+    """One demux pass keeps the packets (their count places the indices), then decodes up to the last."""
     import av
 
-    height, width = size
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
                 raise MediaError(f"{path}: no video stream; give a file that holds video")
             stream = container.streams.video[0]
-            total = sum(1 for packet in container.demux(stream) if packet.size)
-            src_fps = float(stream.average_rate or stream.guessed_rate or 25)
-        with av.open(str(path)) as container:
-            stream = container.streams.video[0]
-            stream.codec_context.thread_count = 1
-            idx = _span_indices(path, total, num_frames, src_fps, fps, frame_range)
-            wanted = {int(i) for i in idx}
-            decoded: dict[int, np.ndarray] = {}
-            for n, frame in enumerate(container.decode(stream)):
-                if n in wanted:
-                    decoded[n] = frame.to_ndarray(
-                        format="rgb24", width=width, height=height, interpolation="BICUBIC"
-                    )
-                if n >= idx[-1]:
-                    break
+            packets = [packet for packet in container.demux(stream) if packet.size]
+            return decode_frames(path, stream, packets, num_frames, size, fps, frame_range)
     except MediaError:
         raise
     except (av.FFmpegError, ValueError, OSError) as err:
         raise MediaError(
             f"{path}: cannot decode video ({ffmpeg_reason(err)}); corrupt or truncated file, re-encode it"
         ) from None
+
+
+def decode_frames(
+    path: Path,
+    stream: av.VideoStream,
+    packets: list[av.Packet],
+    num_frames: int,
+    size: tuple[int, int],
+    fps: float | None,
+    frame_range: tuple[int, int] | None = None,
+) -> np.ndarray:
+    """The ``read_frames`` frames of a demuxed video stream: decode in order up to the last wanted
+    frame, and convert only the wanted ones (decord converts and scales every decoded frame)."""
+    src_fps = float(stream.average_rate or stream.guessed_rate or 25)
+    idx = _span_indices(path, len(packets), num_frames, src_fps, fps, frame_range)
+    wanted = {int(i) for i in idx}
+    stream.codec_context.thread_count = 1
+    to_rgb = _decord_conversion(stream, size)
+    decoded: dict[int, np.ndarray] = {}
+    count = 0
+    for packet in [*packets, None]:  # None flushes the decoder's delayed frames
+        for frame in stream.decode(packet):
+            if count in wanted:
+                decoded[count] = to_rgb(frame)
+            count += 1
+        if count > idx[-1]:
+            break
     if not decoded:
         raise MediaError(f"{path}: no decodable video frames; the file is corrupt or truncated, re-encode it")
     last = decoded[max(decoded)]  # a truncated tail repeats the last good frame
     return np.stack([decoded.get(int(i), last) for i in idx])
+
+
+def _decord_conversion(
+    stream: av.VideoStream, size: tuple[int, int]
+) -> Callable[[av.VideoFrame], np.ndarray]:
+    """Frame -> uint8 [H, W, 3] through the filter graph decord builds (scale, then rgb24)."""
+    import av
+
+    height, width = size
+    graph = av.filter.Graph()
+    chain = [
+        graph.add_buffer(template=stream),
+        graph.add("scale", f"{width}:{height}"),
+        graph.add("format", "rgb24"),
+        graph.add("buffersink"),
+    ]
+    for upstream, downstream in itertools.pairwise(chain):
+        upstream.link_to(downstream)
+    graph.configure()
+
+    def convert(frame: av.VideoFrame) -> np.ndarray:
+        graph.push(frame)
+        return graph.pull().to_ndarray()
+
+    return convert
 
 
 def write_clip(

@@ -88,15 +88,38 @@ class Adapter:
 
     def decode(self, item: SourceItem, preset: Preset) -> dict[str, np.ndarray]:
         """``{"<modality>/<array>": array}`` for every modality of the item, in the preset's shapes."""
-        return dict(
-            decode_modality(
-                modality, self.modalities.get(modality) or KIND_OF_MODALITY[modality], path, preset
-            )
-            for modality, path in item.paths.items()
-        )
+        kinds = {m: self.modalities.get(m) or KIND_OF_MODALITY[m] for m in item.paths}
+        return decode_modalities(item.paths, kinds, preset)
 
 
 KIND_OF_MODALITY = {"audio": "spectrogram", "visual": "frames", "image": "image"}
+
+
+def decode_modalities(paths: dict[str, Path], kinds: dict[str, str], preset: Preset) -> dict[str, np.ndarray]:
+    """Every modality's cache arrays, in ``paths`` order; a clip that is both a modality's spectrogram
+    and another's frames is read in one pass (``read_clip``), not twice."""
+    out: dict[str, np.ndarray] = {}
+    pending = dict(paths)
+    sounds = [m for m in paths if kinds[m] == "spectrogram"] if preset.audio and preset.frames else []
+    for audio in sounds:
+        visual = next((m for m in pending if kinds[m] == "frames" and pending[m] == paths[audio]), None)
+        if visual is not None:
+            out.update(_decode_clip(audio, visual, paths[audio], preset))
+            del pending[audio], pending[visual]
+    out.update(decode_modality(modality, kinds[modality], path, preset) for modality, path in pending.items())
+    order = {modality: n for n, modality in enumerate(paths)}
+    return dict(sorted(out.items(), key=lambda pair: order[pair[0].split("/")[0]]))
+
+
+def _decode_clip(audio: str, visual: str, path: Path, preset: Preset) -> dict[str, np.ndarray]:
+    from mmrebal.media.clip import read_clip
+    from mmrebal.media.features import audio_features
+
+    sound, frames = preset.audio, preset.frames
+    wave, pictures = read_clip(
+        path, sound.sample_rate, frames.num_frames, frames.size, frames.fps, sound.min_duration_s
+    )
+    return {f"{audio}/spec": audio_features(wave, sound), f"{visual}/frames": pictures}
 
 
 def decode_modality(modality: str, kind: str, path: Path, preset: Preset) -> tuple[str, np.ndarray]:
@@ -213,6 +236,7 @@ __all__ = [
     "LayoutError",
     "PrepIssue",
     "SourceItem",
+    "decode_modalities",
     "decode_modality",
     "normalize_split",
     "parse_classes",

@@ -29,7 +29,7 @@ from mmrebal.prep.adapters.base import (
     LayoutError,
     PrepIssue,
     SourceItem,
-    decode_modality,
+    decode_modalities,
     parse_classes,
     read_table,
     table_item,
@@ -132,10 +132,7 @@ class ManifestAdapter(Adapter):
         return items, issues
 
     def decode(self, item: SourceItem, preset: Preset) -> dict[str, np.ndarray]:
-        arrays = dict(
-            decode_modality(modality, self.modalities[modality], path, preset)
-            for modality, path in item.paths.items()
-        )
+        arrays = decode_modalities(item.paths, self.modalities, preset)
         for modality, text in item.meta.get("text", {}).items():
             if self.tokenizer is None:
                 raise ValueError("the manifest adapter decodes text only after scan")
