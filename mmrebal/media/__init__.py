@@ -4,6 +4,12 @@ Submodules import their heavy libraries (decord, PyAV, librosa) themselves; impo
 only defines the error type every decoder raises.
 """
 
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
 
 class MediaError(RuntimeError):
     """A file that cannot be decoded; the message is ``"<path>: <reason>; <what to do>"``."""
@@ -12,6 +18,19 @@ class MediaError(RuntimeError):
 def ffmpeg_reason(err: Exception) -> str:
     """FFmpeg's own words for a failure, without the path PyAV appends (the message leads with it)."""
     return getattr(err, "strerror", None) or str(err)
+
+
+@contextmanager
+def ffmpeg_errors(path: Path, what: str) -> Iterator[None]:
+    """PyAV's errors inside the block become one ``MediaError`` line naming ``path`` and ``what``."""
+    import av
+
+    try:
+        yield
+    except (av.FFmpegError, ValueError, OSError) as err:
+        raise MediaError(
+            f"{path}: cannot decode {what} ({ffmpeg_reason(err)}); corrupt or truncated file, re-encode it"
+        ) from None
 
 
 def declared_seconds(stream: object) -> float | None:
@@ -39,4 +58,4 @@ def check_complete(path: object, what: str, present_s: float, declared_s: float 
         )
 
 
-__all__ = ["MediaError", "check_complete", "declared_seconds", "ffmpeg_reason"]
+__all__ = ["MediaError", "check_complete", "declared_seconds", "ffmpeg_errors", "ffmpeg_reason"]

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from mmrebal.media import MediaError, check_complete, declared_seconds, ffmpeg_reason
+from mmrebal.media import MediaError, check_complete, declared_seconds, ffmpeg_errors
 
 if TYPE_CHECKING:
     import av
@@ -71,20 +71,13 @@ def _read_soundfile(path: Path) -> tuple[np.ndarray, int]:
 def _read_track(path: Path) -> tuple[np.ndarray, int]:
     import av
 
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.audio:
-                raise MediaError(f"{path}: the clip has no audio track; use a clip with sound or drop it")
-            track = TrackDecoder(path, container.streams.audio[0])
-            for packet in container.demux(track.stream):
-                track.decode(packet)
-            return track.wave()
-    except MediaError:
-        raise
-    except (av.FFmpegError, ValueError, OSError) as err:
-        raise MediaError(
-            f"{path}: cannot decode audio ({ffmpeg_reason(err)}); corrupt or truncated file, re-encode it"
-        ) from None
+    with ffmpeg_errors(path, "audio"), av.open(str(path)) as container:
+        if not container.streams.audio:
+            raise MediaError(f"{path}: the clip has no audio track; use a clip with sound or drop it")
+        track = TrackDecoder(path, container.streams.audio[0])
+        for packet in container.demux(track.stream):
+            track.decode(packet)
+        return track.wave()
 
 
 class TrackDecoder:

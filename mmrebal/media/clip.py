@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mmrebal.media import MediaError, ffmpeg_reason
+from mmrebal.media import MediaError, ffmpeg_errors
 from mmrebal.media.audio import TrackDecoder, prepared
 from mmrebal.media.video import check_video_packets, decode_frames
 
@@ -34,27 +34,19 @@ def read_clip(
     path = Path(path)
     if not path.is_file():
         raise MediaError(f"{path}: no such file; check the path")
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise MediaError(f"{path}: no video stream; give a file that holds video")
-            if not container.streams.audio:
-                raise MediaError(f"{path}: the clip has no audio track; use a clip with sound or drop it")
-            video, track = container.streams.video[0], TrackDecoder(path, container.streams.audio[0])
-            packets = []
-            for packet in container.demux(video, track.stream):
-                if packet.stream_index == video.index:
-                    if packet.size:
-                        packets.append(packet)
-                else:
-                    track.decode(packet)
-            wave, rate = track.wave()
-            check_video_packets(path, video, packets)
-            frames = decode_frames(path, video, packets, num_frames, size, fps)
-    except MediaError:
-        raise
-    except (av.FFmpegError, ValueError, OSError) as err:
-        raise MediaError(
-            f"{path}: cannot decode the clip ({ffmpeg_reason(err)}); corrupt or truncated file, re-encode it"
-        ) from None
+    with ffmpeg_errors(path, "the clip"), av.open(str(path)) as container:
+        if not container.streams.video:
+            raise MediaError(f"{path}: no video stream; give a file that holds video")
+        if not container.streams.audio:
+            raise MediaError(f"{path}: the clip has no audio track; use a clip with sound or drop it")
+        video, track = container.streams.video[0], TrackDecoder(path, container.streams.audio[0])
+        packets = []
+        for packet in container.demux(video, track.stream):
+            if packet.stream_index != video.index:
+                track.decode(packet)
+            elif packet.size:
+                packets.append(packet)
+        wave, rate = track.wave()
+        check_video_packets(path, video, packets)
+        frames = decode_frames(path, video, packets, num_frames, size, fps)
     return prepared(path, wave, rate, sample_rate, min_duration_s), frames

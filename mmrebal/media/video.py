@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from mmrebal.media import MediaError, check_complete, declared_seconds, ffmpeg_reason
+from mmrebal.media import MediaError, check_complete, declared_seconds, ffmpeg_errors
 from mmrebal.storage import atomic_path
 
 if TYPE_CHECKING:
@@ -161,19 +161,12 @@ def _read_pyav(
     """One demux pass keeps the packets (their count places the indices), then decodes up to the last."""
     import av
 
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise MediaError(f"{path}: no video stream; give a file that holds video")
-            stream = container.streams.video[0]
-            packets = [packet for packet in container.demux(stream) if packet.size]
-            return decode_frames(path, stream, packets, num_frames, size, fps, frame_range)
-    except MediaError:
-        raise
-    except (av.FFmpegError, ValueError, OSError) as err:
-        raise MediaError(
-            f"{path}: cannot decode video ({ffmpeg_reason(err)}); corrupt or truncated file, re-encode it"
-        ) from None
+    with ffmpeg_errors(path, "video"), av.open(str(path)) as container:
+        if not container.streams.video:
+            raise MediaError(f"{path}: no video stream; give a file that holds video")
+        stream = container.streams.video[0]
+        packets = [packet for packet in container.demux(stream) if packet.size]
+        return decode_frames(path, stream, packets, num_frames, size, fps, frame_range)
 
 
 def decode_frames(
