@@ -92,6 +92,35 @@ def test_read_clip_equals_the_separate_readers(tmp_path: Path, suffix: str, size
     np.testing.assert_array_equal(wave, read_audio(path, 16000))
 
 
+def test_read_clip_equals_the_separate_readers_with_b_frames(tmp_path: Path):
+    """Reordered (B-) frames and stereo 44.1 kHz AAC, as in downloaded clips; write_clip has neither."""
+    import av
+
+    path = tmp_path / "bframes.mp4"
+    y, x = np.mgrid[0:48, 0:64] / 48
+    with av.open(str(path), "w") as container:
+        video = container.add_stream("libx264", rate=25)
+        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        video.options = {"preset": "medium", "bf": "3", "g": "24"}
+        sound = container.add_stream("aac", rate=44100)
+        sound.layout = "stereo"
+        for t in range(60):
+            image = np.stack([np.sin(6 * x + t / 5), np.cos(5 * y - t / 7), np.sin(4 * (x + y) + t / 3)], -1)
+            frame = av.VideoFrame.from_ndarray((128 + 100 * image).astype(np.uint8), format="rgb24")
+            container.mux(video.encode(frame))
+        container.mux(video.encode())
+        wave = tone(2.4, rate=44100)
+        chunk = av.AudioFrame.from_ndarray(np.stack([wave, -wave]), format="fltp", layout="stereo")
+        chunk.sample_rate = 44100
+        container.mux(sound.encode(chunk))
+        container.mux(sound.encode())
+        assert video.codec_context.max_b_frames == 3
+    for num_frames, size, fps in [(3, (32, 32), None), (2, (24, 40), 1.0), (8, (48, 64), None)]:
+        wave, frames = read_clip(path, 16000, num_frames, size, fps)
+        np.testing.assert_array_equal(frames, read_frames(path, num_frames, size, fps))
+        np.testing.assert_array_equal(wave, read_audio(path, 16000))
+
+
 def test_read_clip_refuses_short_audio_and_missing_files(tmp_path: Path):
     write_clip(tmp_path / "a.mp4", ramp_frames(8), fps=8, audio=tone(1.0), sample_rate=SR)
     with pytest.raises(MediaError, match=r"a\.mp4: audio too short"):

@@ -82,13 +82,11 @@ def _check_video_complete(path: Path) -> None:
 
     try:
         with av.open(str(path)) as container:
-            if not container.streams.video:
-                return
-            stream = container.streams.video[0]
-            packets = [p for p in container.demux(stream) if p.size]
+            if container.streams.video:  # (the stream is valid only while its container is open)
+                stream = container.streams.video[0]
+                check_video_packets(path, stream, [p for p in container.demux(stream) if p.size])
     except (av.FFmpegError, ValueError, OSError):
         return  # the decoders below report a file they cannot read, with their own reason
-    check_video_packets(path, stream, packets)
 
 
 def check_video_packets(path: Path, stream: av.VideoStream, packets: list[av.Packet]) -> None:
