@@ -6,7 +6,7 @@ decodes the frames, converting and scaling every frame it decodes on its way to 
 Here the file is demuxed once: audio packets are decoded as they come, video packets are kept, then
 decoded up to the last wanted frame, and only the wanted frames are converted, through decord's own
 filter graph. The arrays equal the separate readers' bit for bit (``tests/test_media.py``); one
-worker decodes a 10 s clip in about 60 % of the CPU time (``benchmarks/prep.py``).
+worker decodes a 10 s clip in about two thirds of the CPU time (``benchmarks/prep.py``).
 """
 
 from __future__ import annotations
