@@ -32,6 +32,26 @@ def test_sampler_schedules_the_run_cannot_reach() -> None:
     assert make("uniform", epochs=1).config_warnings() == []
 
 
+def test_a_sampler_of_unpaired_rows_warns_under_a_method_that_discards_them() -> None:
+    """DUS's rows beyond the paired ones feed only unimodal losses: fused, ogm-ge, pmr, agm weigh them 0."""
+    from mmrebal.engine.build import run_warnings
+
+    config = resolve_config({"epochs": 10, "optimizer": "sgd"})
+
+    def pairing(sampler: str, method: str, **options: float) -> list[str]:
+        method_ = create_method(method, ["audio", "visual"], **options)
+        return [line for line in run_warnings(make(sampler, epochs=10), method_, config) if " under " in line]
+
+    for sampler in ("dus", "dus-h", "dus-ds"):
+        for method in ("fused", "ogm-ge", "pmr", "agm"):
+            (line,) = pairing(sampler, method)
+            assert line.startswith(f"{sampler} under {method}: ") and "--method joint" in line
+        assert pairing(sampler, "joint") == pairing(sampler, "mla") == []
+        assert pairing(sampler, "ogm-ge", unimodal_weight=1.0) == []
+    for sampler in ("uniform", "remix", "bss", "smv"):
+        assert pairing(sampler, "fused") == []
+
+
 def test_ogm_ge_warns_under_adam_and_outside_its_window() -> None:
     ogm = create_method("ogm-ge", ["audio", "visual"], modulation_starts=5)
     lines = ogm.config_warnings(epochs=5, optimizer="adam")

@@ -88,6 +88,20 @@ def build_components(
     return model.to(device), create_method(config.method, modalities, **config.method_options)
 
 
+def run_warnings(sampler: Sampler, method: Method, config: TrainConfig) -> list[str]:
+    """The sampler's and method's lines on this run's schedule, and on their pairing: rows that a
+    sampler gives one modality alone feed only unimodal losses, which fused-only methods weigh 0."""
+    lines = sampler.config_warnings() + method.config_warnings(config.epochs, config.optimizer)
+    if sampler.unpaired_rows and not method.trains_unimodal_rows():
+        lines.append(
+            f"{sampler.name} under {method.name}: the rows {sampler.name} gives a modality beyond the paired "
+            f"ones feed only unimodal losses, which {method.name} weighs 0, so the sampler only shrinks the "
+            "fused batch; train a unimodal loss (--method joint, the DUS paper's Baseline; for ogm-ge "
+            "--method-opt unimodal_weight=1)"
+        )
+    return lines
+
+
 def default_run_dir(config: TrainConfig, info: CacheInfo) -> Path:
     dataset = info.attrs.get("dataset") or info.path.stem
     return Path("runs") / f"{dataset}-{config.sampler}-{config.method}-s{config.seed}"

@@ -36,7 +36,7 @@ from mmrebal.cache.dataset import CacheDataset
 from mmrebal.data.device import device_batch
 from mmrebal.data.loading import batch_loader
 from mmrebal.engine import distributed, resume, rundir
-from mmrebal.engine.build import RunParts, build_run
+from mmrebal.engine.build import RunParts, build_run, run_warnings
 from mmrebal.engine.checkpoint import rng_state
 from mmrebal.engine.config import TrainConfig
 from mmrebal.engine.display import Display
@@ -80,9 +80,7 @@ class Trainer:
         self.sampler, self.optimizer, self.scheduler = parts.sampler, parts.optimizer, parts.scheduler
         self.autocast, self.augment = parts.autocast, parts.augment
         self.modalities = parts.modalities
-        self.warnings = self.sampler.config_warnings() + self.method.config_warnings(
-            config.epochs, config.optimizer
-        )
+        self.warnings = run_warnings(self.sampler, self.method, config)
         self.state = RunState()
         run_columns = {"run_id": self.run_dir.name, "sampler": config.sampler, "method": config.method}
         self.traces = TraceWriter(self.run_dir, {**run_columns, "seed": config.seed})

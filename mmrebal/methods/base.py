@@ -204,6 +204,11 @@ class Method(ABC):
         """Lines saying where the run's length or optimiser defeats the method (see Sampler's)."""
         return []
 
+    def trains_unimodal_rows(self) -> bool:
+        """Whether a row that carries one modality without the fused loss trains anything (MLA and
+        ``unimodal`` learn each modality on its own rows; a weighted loss only with a unimodal weight)."""
+        return True
+
     def ran_with(self, defaults: dict[str, Any]) -> dict[str, Any]:
         """The options this method ran with, from its signature's ``defaults``; a subclass that fixes
         an inherited option (``fused`` trains with no unimodal loss) says so here."""

@@ -64,6 +64,9 @@ class WeightedLoss(Method):
         return {**defaults, "fused_weight": self.weights["fused"],
                 "unimodal_weight": one.pop() if len(one) == 1 else unimodal}  # fmt: skip
 
+    def trains_unimodal_rows(self) -> bool:
+        return any(self.weights[m] > 0 for m in self.modalities)
+
     def step_weights(self, ctx: StepContext) -> dict[str, float]:
         return {**self.weights, **(ctx.loss_weights or {})}
 

@@ -107,6 +107,9 @@ class Sampler(ABC):
     """
 
     name: str = "sampler"
+    # Whether plans hold rows that carry some modalities only and skip the fused loss (DUS): such rows
+    # train through the unimodal losses alone, so a method that weighs those at 0 discards them.
+    unpaired_rows: bool = False
 
     def __init__(self, setup: SamplerSetup) -> None:
         if len(setup.modalities) < 2:

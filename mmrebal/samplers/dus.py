@@ -119,6 +119,8 @@ class UnimodalBatchSampler(Sampler):
     on AV-MNIST (6 epochs, 3 seeds) DUS/OGM-GE fell to 35% test accuracy against 97% with ``shared``.
     """
 
+    unpaired_rows = True
+
     def __init__(
         self,
         setup: SamplerSetup,
