@@ -72,12 +72,17 @@ def _read_track(path: Path) -> tuple[np.ndarray, int]:
     import av
 
     with ffmpeg_errors(path, "audio"), av.open(str(path)) as container:
-        if not container.streams.audio:
-            raise MediaError(f"{path}: the clip has no audio track; use a clip with sound or drop it")
-        track = TrackDecoder(path, container.streams.audio[0])
+        track = TrackDecoder(path, audio_stream(path, container))
         for packet in container.demux(track.stream):
             track.decode(packet)
         return track.wave()
+
+
+def audio_stream(path: Path, container: av.container.InputContainer) -> av.AudioStream:
+    """The container's first audio stream; none is a ``MediaError``."""
+    if not container.streams.audio:
+        raise MediaError(f"{path}: the clip has no audio track; use a clip with sound or drop it")
+    return container.streams.audio[0]
 
 
 class TrackDecoder:

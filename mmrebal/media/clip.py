@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from mmrebal.media import MediaError, ffmpeg_errors
-from mmrebal.media.audio import TrackDecoder, prepared
-from mmrebal.media.video import check_video_packets, decode_frames
+from mmrebal.media.audio import TrackDecoder, audio_stream, prepared
+from mmrebal.media.video import check_video_packets, decode_frames, video_stream
 
 
 def read_clip(
@@ -35,11 +35,7 @@ def read_clip(
     if not path.is_file():
         raise MediaError(f"{path}: no such file; check the path")
     with ffmpeg_errors(path, "the clip"), av.open(str(path)) as container:
-        if not container.streams.video:
-            raise MediaError(f"{path}: no video stream; give a file that holds video")
-        if not container.streams.audio:
-            raise MediaError(f"{path}: the clip has no audio track; use a clip with sound or drop it")
-        video, track = container.streams.video[0], TrackDecoder(path, container.streams.audio[0])
+        video, track = video_stream(path, container), TrackDecoder(path, audio_stream(path, container))
         packets = []
         for packet in container.demux(video, track.stream):
             if packet.stream_index != video.index:

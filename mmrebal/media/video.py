@@ -161,11 +161,16 @@ def _read_pyav(
     import av
 
     with ffmpeg_errors(path, "video"), av.open(str(path)) as container:
-        if not container.streams.video:
-            raise MediaError(f"{path}: no video stream; give a file that holds video")
-        stream = container.streams.video[0]
+        stream = video_stream(path, container)
         packets = [packet for packet in container.demux(stream) if packet.size]
         return decode_frames(path, stream, packets, num_frames, size, fps, frame_range)
+
+
+def video_stream(path: Path, container: av.container.InputContainer) -> av.VideoStream:
+    """The container's first video stream; none is a ``MediaError``."""
+    if not container.streams.video:
+        raise MediaError(f"{path}: no video stream; give a file that holds video")
+    return container.streams.video[0]
 
 
 def decode_frames(
