@@ -217,7 +217,8 @@ def profile_worker(clips: list[Path], preset: Preset, journal_dir: Path) -> list
             lambda c: resample(wave, rate, audio.sample_rate),
         ),
         ("features (STFT)", lambda c: audio_features(ready, audio)),
-        ("journal write (npz, atomic rename)", lambda c: journal.write(c.stem, sample)),
+        ("journal write (one part file, atomic rename)", lambda c: journal.write(c.stem, sample)),
+        ("journal read (the assembly reads each part back once)", lambda c: journal.read(c.stem)),
         (DECODE, lambda c: adapter.decode(items[c], preset)),
         (FLOOR, lambda c: floor_clip(c, preset, ready)),
     ]

@@ -61,7 +61,7 @@ def test_journal_parts_skip_the_fsync_and_torn_ones_are_decoded_again(tmp_path: 
     empty, flipped = journal._path("s0"), journal._path("s1")  # what a power loss may leave
     empty.write_bytes(b"")
     data = bytearray(flipped.read_bytes())
-    data[len(data) // 2] ^= 0xFF  # inside the array bytes: the zip directory at the end is intact
+    data[len(data) // 2] ^= 0xFF  # inside the array bytes: the size still matches its header
     flipped.write_bytes(bytes(data))
     again = SampleJournal(out, "a")
     assert again.dropped == 1 and not again.done("s0") and again.done("s1") and again.done("s2")

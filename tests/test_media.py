@@ -244,3 +244,24 @@ def test_stereo_packed_track_is_averaged(tmp_path: Path):
         container.mux(stream.encode(frame))
         container.mux(stream.encode())
     np.testing.assert_allclose(read_audio(path, SR), 0.25 * left, atol=1 / 16384)
+
+
+@pytest.mark.parametrize(
+    ("fmt", "layout", "dtype"),
+    [("fltp", "stereo", np.float32), ("fltp", "mono", np.float32), ("s16", "stereo", np.int16),
+     ("s32p", "5.1", np.int32), ("dbl", "mono", np.float64)],
+)
+def test_audio_samples_are_read_from_the_planes_as_to_ndarray_gives_them(fmt, layout, dtype):
+    import av
+
+    from mmrebal.media.audio import _samples
+
+    channels = av.AudioLayout(layout).nb_channels
+    planar = fmt.endswith("p")
+    rng = np.random.default_rng(0)
+    values = rng.integers(-1000, 1000, (channels, 333) if planar else (1, 333 * channels)).astype(dtype)
+    frame = av.AudioFrame.from_ndarray(values, format=fmt, layout=layout)
+    got = _samples(frame)
+    assert got.dtype == frame.to_ndarray().dtype and got.shape == frame.to_ndarray().shape
+    np.testing.assert_array_equal(got, frame.to_ndarray())
+    np.testing.assert_array_equal(got, values)

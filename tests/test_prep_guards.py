@@ -68,7 +68,7 @@ def test_killing_the_prep_stops_its_workers_and_the_next_run_removes_the_leftove
     parts = out.with_name("c.h5.parts")
     deadline = time.monotonic() + 120
     try:
-        while len(list(parts.glob("*.npz"))) < 4:
+        while len(list(parts.glob("*.part"))) < 4:
             assert proc.poll() is None and time.monotonic() < deadline, "prep ended before the kill"
             time.sleep(0.05)
         workers = children(proc.pid)
@@ -85,7 +85,7 @@ def test_killing_the_prep_stops_its_workers_and_the_next_run_removes_the_leftove
 
     # what a kill during assembly and during a journal write leave behind
     (tmp_path / ".c.h5.tmp-99999").write_bytes(b"\0" * 4096)
-    (parts / ".0123456789abcdef.npz.tmp-99999").write_bytes(b"\0" * 64)
+    (parts / ".0123456789abcdef.part.tmp-99999").write_bytes(b"\0" * 64)
     again = subprocess.run([*cmd, "--workers", "1"], capture_output=True, text=True)
     assert again.returncode == 0, again.stderr
     assert out.exists() and not list(tmp_path.glob(".c.h5.tmp-*")) and not parts.exists()
@@ -123,7 +123,7 @@ def test_a_cache_with_an_empty_split_is_refused_and_the_journal_kept(tmp_path: P
     result = manifest_cli(root, out)  # 2 per class: one each for test and train, none left for val
     assert result.exit_code == 1
     assert f"error: {out}: the val split would be empty (train 2, val 0, test 2 of 4" in result.stderr
-    assert not out.exists() and len(list(out.with_name("c.h5.parts").glob("*.npz"))) == 4
+    assert not out.exists() and len(list(out.with_name("c.h5.parts").glob("*.part"))) == 4
     write_manifest(root, rows)
     again = manifest_cli(root, out)
     assert again.exit_code == 0, again.output

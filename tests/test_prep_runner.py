@@ -138,7 +138,7 @@ def test_strict_stops_keeps_journal_and_a_rerun_resumes(tmp_path: Path):
     assert result.exit_code == 1
     assert "--strict" in result.stderr and "corrupt.mkv" in result.stderr
     assert not out.exists()
-    assert len(list(out.with_name("c.h5.parts").glob("*.npz"))) == 6  # nothing decoded is lost
+    assert len(list(out.with_name("c.h5.parts").glob("*.part"))) == 6  # nothing decoded is lost
     assert "corrupt.mkv" in errors_csv_path(out).read_text()
 
     result = manifest_cli(root, out, "--val-fraction", "0.3")  # 6 samples: keep some for val
@@ -264,14 +264,14 @@ def test_resume_after_kill_9_matches_an_uninterrupted_build(tmp_path: Path):
     proc = _prep_subprocess(killed, workers=1)
     parts = killed.with_name("killed.h5.parts")
     deadline = time.monotonic() + 120
-    while len(list(parts.glob("*.npz"))) < 12:
+    while len(list(parts.glob("*.part"))) < 12:
         assert proc.poll() is None, "prep finished before it could be killed"
         assert time.monotonic() < deadline
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not killed.exists()
-    done_before = len(list(parts.glob("*.npz")))
+    done_before = len(list(parts.glob("*.part")))
     assert 12 <= done_before < INTERRUPTED_SIZE
 
     resumed = subprocess.run(
@@ -327,7 +327,7 @@ def test_ctrl_c_stops_the_pool_cleanly_and_a_rerun_completes(tmp_path: Path):
     )
     parts = out.with_name("c.h5.parts")
     deadline = time.monotonic() + 120
-    while len(list(parts.glob("*.npz"))) < 8:
+    while len(list(parts.glob("*.part"))) < 8:
         assert proc.poll() is None, "prep finished before it could be interrupted"
         assert time.monotonic() < deadline
         time.sleep(0.05)

@@ -99,7 +99,7 @@ def test_prep_on_a_full_disk_says_one_line_while_decoding_and_assembling(
     assert again.exit_code == 1
     line = one_error(again.stderr)
     assert line.startswith(f"error: cannot write {out}: it needs about") and "free there" in line
-    assert not out.exists() and len(list(disk.glob("c.h5.parts/*.npz"))) == 12  # nothing decoded is lost
+    assert not out.exists() and len(list(disk.glob("c.h5.parts/*.part"))) == 12  # nothing decoded is lost
 
     resize(disk, 2048)
     assert manifest_cli(root, out).exit_code == 0

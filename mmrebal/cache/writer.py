@@ -1,11 +1,12 @@
 """Crash-safe cache writing: a journal of finished samples, then one atomic assembly.
 
-Each decoded sample is written as its own ``.npz`` in ``<out>.parts/`` (temp file + rename), so a
-Ctrl-C or ``kill -9`` at any moment loses at most the samples in flight and a re-run skips what is
-done. The parts are not fsynced one by one (that cost ~5-8 ms a sample, several % of a clip's
-decode): a power loss may leave some torn, and reopening the journal drops those, so they are
-decoded again. The HDF5 file is assembled from the journal into a temp file and renamed into place only
-when complete, streaming one sample at a time so peak memory does not grow with the dataset.
+Each decoded sample is written as its own part (``mmrebal.cache.part``) in ``<out>.parts/`` (temp
+file + rename), so a Ctrl-C or ``kill -9`` at any moment loses at most the samples in flight and a
+re-run skips what is done. The parts are not fsynced one by one (that cost ~5-8 ms a sample, several
+% of a clip's decode): a power loss may leave some torn, and reopening the journal drops those cut
+short (their CRC catches the rest when read), so they are decoded again. The HDF5 file is assembled
+from the journal into a temp file and renamed into place only when complete, streaming one sample at
+a time so peak memory does not grow with the dataset.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import io
 import json
 import shutil
 import time
-import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +27,7 @@ import numpy as np
 from mmrebal import __version__
 from mmrebal.cache import jpeg
 from mmrebal.cache.format import FORMAT_VERSION, SPLITS, CacheError, attr_value
+from mmrebal.cache.part import TornPart, read_part, whole_part, write_part
 from mmrebal.storage import StorageError, atomic_path, atomic_write_bytes, free_space, human_size
 
 
@@ -37,6 +38,9 @@ class Entry:
     sample_id: str
     label: int
     split: str
+
+
+PART_SUFFIX = ".part"  # parts of older versions (.npz) are not read: their samples are decoded again
 
 
 class SampleJournal:
@@ -60,31 +64,28 @@ class SampleJournal:
         self.dropped = self._drop_torn()
 
     def _drop_torn(self) -> int:
-        """Remove parts a power loss left torn (no zip directory at their end); how many there were."""
-        torn = [part for part in self.dir.glob("*.npz") if not _whole_zip(part)]
+        """Remove parts a power loss left cut short; how many there were."""
+        torn = [part for part in self.dir.glob(f"*{PART_SUFFIX}") if not whole_part(part)]
         for part in torn:
             part.unlink(missing_ok=True)
         return len(torn)
 
     def _path(self, sample_id: str) -> Path:
         digest = hashlib.sha1(sample_id.encode()).hexdigest()[:16]
-        return self.dir / f"{digest}.npz"
+        return self.dir / f"{digest}{PART_SUFFIX}"
 
     def done(self, sample_id: str) -> bool:
         return self._path(sample_id).exists()
 
     def write(self, sample_id: str, arrays: dict[str, np.ndarray]) -> None:
-        buf = io.BytesIO()
-        np.savez(buf, **{key.replace("/", "__"): value for key, value in arrays.items()})
-        atomic_write_bytes(self._path(sample_id), buf.getvalue(), durable=False)
+        write_part(self._path(sample_id), arrays)
 
     def read(self, sample_id: str) -> dict[str, np.ndarray]:
         """A part's arrays; a torn one (its CRC fails) is removed, so that a re-run decodes it again."""
         path = self._path(sample_id)
         try:
-            with np.load(path) as data:
-                return {key.replace("__", "/"): data[key] for key in data.files}
-        except (zipfile.BadZipFile, ValueError, EOFError) as exc:
+            return read_part(path)
+        except TornPart as exc:
             path.unlink(missing_ok=True)
             raise CacheError(
                 f"{sample_id}: its decoded part in {self.dir} was torn ({exc}; a power loss?); it is "
@@ -93,15 +94,6 @@ class SampleJournal:
 
     def remove(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
-
-
-def _whole_zip(path: Path) -> bool:
-    """Whether ``path`` ends in a readable zip directory (cheap: its data is checked when read)."""
-    try:
-        with zipfile.ZipFile(path):
-            return True
-    except (zipfile.BadZipFile, OSError, EOFError):
-        return False
 
 
 class _AbandonableFile(io.FileIO):
