@@ -17,7 +17,8 @@ the matching train preset (``cpu`` 64, ``ogm`` 64, ``bss`` 32):
   resize the dumped JPEG frames, ``librosa.load`` + STFT the wav) over clips this script generates
   and dumps with ``stage1_dump``, in a DataLoader with the same number of workers.
 
-Two rates per loader, both from the first batch on (worker start-up is not counted): wall-clock
+Two rates per loader, both at the steady rate (``measure_rate``: worker start-up and the batches the
+workers prefetched before the clock started are not counted): wall-clock
 samples/s, and samples per CPU-second of every process that read them (the main one and its workers),
 which is what one process achieves without the other tenants of a shared machine. Goals: mmrebal >=
 0.9x raw per process, >= 20x the JPEG loader, and wall rate linear in workers where cores are free.
@@ -87,13 +88,17 @@ def cpu_seconds(pids: list[int]) -> float:
     return total
 
 
-def measure_rate(batches: Iterable[dict[str, Any]], count: int) -> Rate:
-    """Throughput over ``count - 1`` batches after the first (start-up is not counted)."""
+def measure_rate(batches: Iterable[dict[str, Any]], count: int, workers: int = 0) -> Rate:
+    """Throughput over the batches after the first ``1 + workers * PREFETCH``: by then what the workers
+    prefetched while the first batch was made (and the clock was not running) has been used up, so
+    every timed batch is made at the steady rate. Worker start-up is not counted either."""
     it = iter(batches)
-    next(it)
+    warm = min(1 + workers * loading.PREFETCH, count - 2)
+    for _ in range(warm):
+        next(it)
     pids = [w.pid for w in getattr(it, "_workers", [])]  # a DataLoader iterator's worker processes
     started, cpu_started, samples = time.perf_counter(), cpu_seconds(pids), 0
-    for _ in range(count - 1):
+    for _ in range(count - warm):
         samples += len(next(iter(next(it).values())))
     wall = samples / (time.perf_counter() - started)
     rate = Rate(wall, samples / max(cpu_seconds(pids) - cpu_started, 1e-9))
@@ -149,19 +154,22 @@ def measure(name: str, args: argparse.Namespace, tmp: Path) -> list[tuple[str, .
     )
     folders = jpeg_dump(tmp / f"{name}-jpeg", preset, args.clips, max(1, *args.workers))
     dataset = CacheDataset(cache, "train", preload=False, pin_memory=args.device.type == "cuda")
-    batches = shuffled_batches(len(dataset), bs, args.batches + 1)
-    jpeg_batches = batches[: args.jpeg_batches + 1]  # item i is clip i % clips
+    warm = 1 + max(args.workers) * loading.PREFETCH  # untimed batches (measure_rate)
+    batches = shuffled_batches(len(dataset), bs, args.batches + warm)
+    jpeg_batches = batches[: args.jpeg_batches + warm]  # item i is clip i % clips
     raw = measure_rate(raw_rows(cache, dataset.rows, batches), len(batches))
     print(f"{name}: raw per-row h5py {raw.wall:.0f} samples/s", file=sys.stderr)
     rows, base, device = [], None, args.device
     for workers in args.workers:
         reference = JpegItems(folders, preset)
-        jpeg = measure_rate(
-            DataLoader(reference, batch_sampler=jpeg_batches, num_workers=workers), len(jpeg_batches)
+        prefetch = loading.PREFETCH if workers else None
+        jpeg_loader = DataLoader(
+            reference, batch_sampler=jpeg_batches, num_workers=workers, prefetch_factor=prefetch
         )
+        jpeg = measure_rate(jpeg_loader, len(jpeg_batches), workers)
         for reader in ("threads", "processes") if workers else ("main",):
             settings = loader_settings(workers, device, reader)
-            ours = measure_rate(batch_loader(dataset, batches, device, settings), len(batches))
+            ours = measure_rate(batch_loader(dataset, batches, device, settings), len(batches), workers)
             base = base or ours.wall
             print(
                 f"{name}: {workers} {reader}: mmrebal {ours.wall:.0f}, JPEG {jpeg.wall:.1f} /s",
@@ -267,7 +275,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rows", type=int, default=256, help="train rows of each synthetic cache")
     parser.add_argument("--batches", type=int, default=24, help="timed batches per loader setting")
     parser.add_argument("--clips", type=int, default=16, help="generated clips behind the JPEG loader")
-    parser.add_argument("--jpeg-batches", type=int, default=3, help="timed JPEG-loader batches")
+    parser.add_argument("--jpeg-batches", type=int, default=8, help="timed JPEG-loader batches")
     parser.add_argument("--workers", default="0,1,2", help="DataLoader worker counts")
     parser.add_argument("--device", default="cpu", help="cpu | cuda | auto: where batches are pinned for "
                         "and the layouts' batches are converted (and JPEG decoded)")  # fmt: skip
