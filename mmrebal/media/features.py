@@ -68,7 +68,10 @@ def centred_stft(wave: np.ndarray, preset: AudioPreset) -> np.ndarray:
 
 
 def log_stft(wave: np.ndarray, preset: AudioPreset) -> np.ndarray:
-    return np.log(np.abs(centred_stft(wave, preset)) + preset.log_eps)
+    """log(|STFT| + eps), computed in place: the same values as the expression, one array fewer."""
+    magnitude = np.abs(centred_stft(wave, preset))
+    magnitude += magnitude.dtype.type(preset.log_eps)
+    return np.log(magnitude, out=magnitude)
 
 
 def log_mel(wave: np.ndarray, preset: AudioPreset) -> np.ndarray:
