@@ -88,12 +88,17 @@ def cpu_seconds(pids: list[int]) -> float:
     return total
 
 
+def untimed(workers: int) -> int:
+    """Batches ``measure_rate`` lets pass before its clock starts: the first one and what the workers
+    prefetched while it was made, so that every timed batch is made at the steady rate."""
+    return 1 + workers * loading.PREFETCH
+
+
 def measure_rate(batches: Iterable[dict[str, Any]], count: int, workers: int = 0) -> Rate:
-    """Throughput over the batches after the first ``1 + workers * PREFETCH``: by then what the workers
-    prefetched while the first batch was made (and the clock was not running) has been used up, so
-    every timed batch is made at the steady rate. Worker start-up is not counted either."""
+    """Throughput over the batches after the first :func:`untimed` ones (worker start-up and the
+    prefetch made while the clock was not running are not counted)."""
     it = iter(batches)
-    warm = min(1 + workers * loading.PREFETCH, count - 2)
+    warm = min(untimed(workers), count - 2)
     for _ in range(warm):
         next(it)
     pids = [w.pid for w in getattr(it, "_workers", [])]  # a DataLoader iterator's worker processes
@@ -154,7 +159,7 @@ def measure(name: str, args: argparse.Namespace, tmp: Path) -> list[tuple[str, .
     )
     folders = jpeg_dump(tmp / f"{name}-jpeg", preset, args.clips, max(1, *args.workers))
     dataset = CacheDataset(cache, "train", preload=False, pin_memory=args.device.type == "cuda")
-    warm = 1 + max(args.workers) * loading.PREFETCH  # untimed batches (measure_rate)
+    warm = untimed(max(args.workers))
     batches = shuffled_batches(len(dataset), bs, args.batches + warm)
     jpeg_batches = batches[: args.jpeg_batches + warm]  # item i is clip i % clips
     raw = measure_rate(raw_rows(cache, dataset.rows, batches), len(batches))

@@ -40,7 +40,7 @@ def write_part(path: Path, arrays: dict[str, np.ndarray]) -> None:
         if value.dtype.hasobject:
             raise TypeError(f"{key}: an array of Python objects cannot be cached; give it a numeric dtype")
     header = json.dumps([[key, value.dtype.str, list(value.shape)] for key, value in ready.items()]).encode()
-    size = len(MAGIC) + _LENGTH.size + len(header) + sum(v.nbytes for v in ready.values()) + _LENGTH.size
+    size = _PREFIX + len(header) + sum(v.nbytes for v in ready.values()) + _LENGTH.size
     with atomic_path(path, size, durable=False) as tmp, open(tmp, "wb") as fh:
         fh.write(MAGIC + _LENGTH.pack(len(header)) + header)
         crc = zlib.crc32(header)
@@ -65,7 +65,7 @@ def read_part(path: Path) -> dict[str, np.ndarray]:
     for key, dtype, shape in header:
         count = int(np.prod(shape, dtype=np.int64))
         arrays[key] = np.frombuffer(buf, dtype=dtype, count=count, offset=offset).reshape(shape)
-        offset += _nbytes(dtype, shape)
+        offset += arrays[key].nbytes
     return arrays
 
 
@@ -85,21 +85,20 @@ def whole_part(path: Path) -> bool:
 
 def _header(head: bytes | bytearray, size: int) -> tuple[list[tuple[str, str, list[int]]], int]:
     """The parsed header and where the array bytes start, checked against the file's ``size``."""
-    prefix = _PREFIX
-    if len(head) < prefix or head[: len(MAGIC)] != MAGIC:
+    if len(head) < _PREFIX or head[: len(MAGIC)] != MAGIC:
         raise TornPart("it does not start like a journal part")
     length = _LENGTH.unpack_from(head, len(MAGIC))[0]
-    if prefix + length > len(head):
+    if _PREFIX + length > len(head):
         raise TornPart("its header is cut short")
     try:
-        header = json.loads(head[prefix : prefix + length])
+        header = json.loads(head[_PREFIX : _PREFIX + length])
         payload = sum(_nbytes(dtype, shape) for _, dtype, shape in header)
     except (ValueError, TypeError) as exc:
         raise TornPart(f"its header is unreadable ({exc})") from None
-    promised = prefix + length + payload + _LENGTH.size
+    promised = _PREFIX + length + payload + _LENGTH.size
     if size != promised:
         raise TornPart(f"it holds {size} bytes where its header promises {promised}")
-    return header, prefix + length
+    return header, _PREFIX + length
 
 
 def _nbytes(dtype: str, shape: list[int]) -> int:
