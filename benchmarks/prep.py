@@ -404,6 +404,10 @@ def main(argv: list[str] | None = None) -> None:
                 "ratio prep / (floor + audio track): the floor leaves out decoding the clip's audio",
                 f"{per_worker['audio ratio']:.2f}x",
             ),
+            (
+                "ratio (floor + audio track) / floor: the most any prep that decodes the audio reaches",
+                f"{per_worker[FLOOR_AUDIO] / per_worker[FLOOR]:.2f}x",
+            ),
         ],
     )
     print()
