@@ -405,7 +405,7 @@ def main(argv: list[str] | None = None) -> None:
                 f"{per_worker['audio ratio']:.2f}x",
             ),
             (
-                "ratio (floor + audio track) / floor: the most any prep that decodes the audio reaches",
+                "ratio (floor + audio track) / floor: the floor itself, once it decodes the audio too",
                 f"{per_worker[FLOOR_AUDIO] / per_worker[FLOOR]:.2f}x",
             ),
         ],
