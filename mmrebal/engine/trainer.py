@@ -119,9 +119,10 @@ class Trainer:
         resume.prepare_run_dir(self)
 
     # --- scoring ------------------------------------------------------------------------------
-    def score(self, dataset: CacheDataset, what: str = "scoring") -> ScoreResult:
+    def score(self, dataset: CacheDataset, what: str = "scoring", train_mode: bool = False) -> ScoreResult:
         """A no-grad pass over a split, each rank scoring its strided share, gathered in split order;
-        ``what`` names its progress bar (rank 0's share, the total the bar shows)."""
+        ``what`` names its progress bar (rank 0's share, the total the bar shows). ``train_mode``: the
+        model in train mode over batches of the training size (the sampler's reference measurer)."""
         positions = np.arange(len(dataset))[self.dist.rank :: self.dist.world]
         with self.display.phase(what, len(positions)) as advance:
             local = score_split(
@@ -129,11 +130,12 @@ class Trainer:
                 self.method,
                 dataset,
                 self.device,
-                self.config.eval_batch_size,
+                self.config.batch_size if train_mode else self.config.eval_batch_size,
                 positions=positions,
                 loading=self.loading,
                 autocast=self.autocast,
                 on_batch=advance,
+                train_mode=train_mode,
             )
         return distributed.gather_scores(self.dist, len(dataset), positions, local)
 
@@ -167,7 +169,8 @@ class Trainer:
         """The epoch's scoring pass (if the sampler asks), the method's epoch start, then every step."""
         record = EpochRecord(epoch, self.config.epochs)
         if self.sampler.needs_scoring(epoch):
-            scores = self.score(self.datasets["train"], f"scoring train (epoch {epoch + 1})")
+            what, train_mode = f"scoring train (epoch {epoch + 1})", self.sampler.scores_in_train_mode
+            scores = self.score(self.datasets["train"], what, train_mode)
             self.sampler.receive_scores(epoch, scores)
         self.method.begin_epoch(epoch, self.model, functools.partial(self.train_subset, epoch))
         for hook in self.hooks:

@@ -37,10 +37,13 @@ def score_split(
     loading: LoaderSettings | None = None,
     autocast: Callable[[], AbstractContextManager] = nullcontext,
     on_batch: Callable[[int], None] | None = None,
+    train_mode: bool = False,
 ) -> ScoreResult:
     """Score ``positions`` (default: the whole split) in order; restores the model's train/eval mode.
     ``on_batch(rows)`` follows the pass (a progress bar). The pass's loader is its own (workers
-    start and stop with it), so ``loading.persistent`` is dropped.
+    start and stop with it), so ``loading.persistent`` is dropped. ``train_mode`` runs the model in
+    train mode (BatchNorm normalises with each batch's statistics and updates its running ones), for
+    a sampler whose reference measures that way; there is no gradient either way.
     """
     pos = np.arange(len(dataset)) if positions is None else np.asarray(positions, dtype=np.int64)
     chunks = [pos[i : i + batch_size].tolist() for i in range(0, len(pos), batch_size)]
@@ -48,7 +51,7 @@ def score_split(
     probs: dict[str, list[np.ndarray]] = {s: [] for s in scopes}
     losses: dict[str, list[np.ndarray]] = {s: [] for s in scopes}
     was_training = model.training
-    model.eval()
+    model.train(train_mode)
     try:
         with torch.no_grad():
             settings = dataclasses.replace(loading, persistent=False) if loading else None

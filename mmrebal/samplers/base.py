@@ -110,6 +110,10 @@ class Sampler(ABC):
     # Whether plans hold rows that carry some modalities only and skip the fused loss (DUS): such rows
     # train through the unimodal losses alone, so a method that weighs those at 0 discards them.
     unpaired_rows: bool = False
+    # Whether the scoring pass runs the model in train mode (BatchNorm on batch statistics, its
+    # running statistics updated) over batches of the training size, as BSS's reference measurer
+    # does; else the shared eval-mode pass.
+    scores_in_train_mode: bool = False
 
     def __init__(self, setup: SamplerSetup) -> None:
         if len(setup.modalities) < 2:

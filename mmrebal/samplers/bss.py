@@ -3,7 +3,9 @@
 Measurer: per sample the prediction similarity (cosine of the unimodal softmax vectors; for m > 2 the
 mean over modality pairs) and the training loss, each min-max normalised over the train split. The
 reference code (njustkmg/IJCAI25-BSS, train-CL.py / train-SPL.py) scores in train mode with autograd
-on; here the scores come from the shared eval-mode, no-grad scoring pass. Its loss is
+on, in split order at the training batch size; here the scores come from the shared eval-mode,
+no-grad scoring pass, or with ``measure=train`` from the reference's train-mode pass (no gradient:
+the values are the same). Its loss is
 0.9 (CE_1 + CE_2) + 0.1 CE_fused (``loss=reference``); the default is the fused CE
 (``ScoreResult.losses["fused"]``), the multimodal objective's loss of the sample.
 
@@ -62,10 +64,14 @@ class BalanceScoredSampler(Sampler):
         *,
         loss: str = "fused",
         drop_last: bool = False,
+        measure: str = "eval",
     ) -> None:
         super().__init__(setup)
         if loss not in ("fused", "reference", *self.modalities):
             raise ValueError(f"sampler option loss={loss!r} is not fused, reference or a modality")
+        if measure not in ("eval", "train"):
+            raise ValueError(f"sampler option measure={measure!r} is not one of eval, train")
+        self.scores_in_train_mode = measure == "train"
         self.loss_kind = loss
         self.drop_last = bool(drop_last)
         self.similarity: np.ndarray | None = None
@@ -135,7 +141,8 @@ class BalanceScoredSampler(Sampler):
 class BSSCurriculumSampler(BalanceScoredSampler):
     """Options: ``lambda0`` (0.1), ``t_grow`` (40), ``rescore_every`` (0: once before epoch 0),
     ``rounding`` (ceil | floor: the reference truncates), ``loss`` (fused | reference | a modality),
-    ``drop_last`` (False; the reference drops the last partial batch), ``order`` (score: the
+    ``drop_last`` (False; the reference drops the last partial batch), ``measure`` (eval: the shared
+    eval-mode pass | train: the reference's train-mode pass), ``order`` (score: the
     measurer's ascending order | random: a random order at each scoring, an ablation that keeps the
     pacing and drops the measurer, to tell what costs or gains accuracy: fewer samples early or which).
     """

@@ -45,7 +45,8 @@ def weighted_permutation(p: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 @SAMPLERS.register("bss-l")
 class BSSLearnedSampler(BalanceScoredSampler):
     """Options: ``mu`` (0.0 = reference), ``period`` (1 epoch), ``loss`` (fused | reference | a modality),
-    ``drop_last`` (False; the reference drops the last partial batch).
+    ``drop_last`` (False; the reference drops the last partial batch), ``measure`` (eval | train: the
+    reference's train-mode scoring pass).
     """
 
     def __init__(self, *args: Any, mu: float = 0.0, period: int = 1, **kwargs: Any) -> None:
