@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from mmrebal.cache import rows
 from mmrebal.cache.dataset import CacheDataset, batch_collate, model_inputs
 from mmrebal.cache.format import FORMAT_VERSION, CacheError, open_cache, read_info
 from mmrebal.cache.writer import Entry, SampleJournal, assemble
@@ -176,9 +177,15 @@ def all_kinds_sample(rng: np.random.Generator) -> dict[str, np.ndarray]:
     }
 
 
-@pytest.mark.parametrize("compression", [None, "lzf", "gzip"])  # raw chunk reads; filtered ones
+# raw chunk reads (gathered from the mapped file, or one preadv per row); filtered ones
+@pytest.mark.parametrize(
+    ("compression", "gather_max"), [(None, 64 << 10), (None, 0), ("lzf", 0), ("gzip", 0)]
+)
 @pytest.mark.parametrize("preload", [False, True])
-def test_batch_reads_equal_per_row_reads_for_every_kind(tmp_path: Path, compression, preload):
+def test_batch_reads_equal_per_row_reads_for_every_kind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, compression, gather_max, preload
+):
+    monkeypatch.setattr(rows, "GATHER_MAX", gather_max)
     rng = np.random.default_rng(0)
     out = tmp_path / "all.h5"
     journal = SampleJournal(out, "all-kinds")
@@ -205,6 +212,25 @@ def test_batch_reads_equal_per_row_reads_for_every_kind(tmp_path: Path, compress
         assert torch.equal(item["visual"], batch["visual"][i])
         assert torch.equal(item["audio"], batch["audio"][i])
         assert torch.equal(item["text"]["input_ids"], batch["text"]["input_ids"][i])
+
+
+@pytest.mark.parametrize("gather_max", [64 << 10, 0])  # from the mapped file; one preadv per row
+def test_a_row_cut_short_by_a_truncated_file_is_one_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, gather_max: int
+):
+    monkeypatch.setattr(rows, "GATHER_MAX", gather_max)
+    out = build(tmp_path, n=8)
+    with h5py.File(out) as f:
+        offsets = rows.chunk_offsets(f["audio/spec"])
+        shape, dtype = f["audio/spec"].shape[1:], f["audio/spec"].dtype
+    last = int(np.argmax(offsets))
+    with open(out, "r+b") as handle:  # the file ends inside the last row's chunk
+        handle.truncate(int(offsets[last]) + 3)
+    reader = rows.RowFile(out)
+    batch = np.empty((2, *shape), dtype)
+    with pytest.raises(OSError, match="rebuild the cache"):
+        reader.read(offsets, np.array([0, last]), batch)
+    reader.close()
 
 
 def test_model_inputs_convert_stored_layouts_as_the_models_expect(tmp_path: Path):
