@@ -21,7 +21,8 @@ Two rates per loader, both at the steady rate (``measure_rate``: worker start-up
 workers prefetched before the clock started are not counted): wall-clock
 samples/s, and samples per CPU-second of every process that read them (the main one and its workers),
 which is what one process achieves without the other tenants of a shared machine. Goals: mmrebal >=
-0.9x raw per process, >= 20x the JPEG loader, and wall rate linear in workers where cores are free.
+0.9x raw per process, >= 20x the JPEG loader, and wall rate linear in workers where cores are free
+("per worker vs 1": the rate over workers x the same reader's 1-worker rate; 1.00 is linear).
 
 A second table compares the cache layouts of ``mmrebal prep --compression`` (raw, lzf, JPEG frames)
 at ``bss-ks`` shapes (frames cut from photographs so that a compressor has natural content): bytes
@@ -165,6 +166,7 @@ def measure(name: str, args: argparse.Namespace, tmp: Path) -> list[tuple[str, .
     raw = measure_rate(raw_rows(cache, dataset.rows, batches), len(batches))
     print(f"{name}: raw per-row h5py {raw.wall:.0f} samples/s", file=sys.stderr)
     rows, base, device = [], None, args.device
+    one_worker: dict[str, float] = {}  # reader -> its 1-worker rate, for the linear-in-workers column
     for workers in args.workers:
         reference = JpegItems(folders, preset)
         prefetch = loading.PREFETCH if workers else None
@@ -176,18 +178,29 @@ def measure(name: str, args: argparse.Namespace, tmp: Path) -> list[tuple[str, .
             settings = loader_settings(workers, device, reader)
             ours = measure_rate(batch_loader(dataset, batches, device, settings), len(batches), workers)
             base = base or ours.wall
+            if workers == 1:
+                one_worker[reader] = ours.wall
             print(
                 f"{name}: {workers} {reader}: mmrebal {ours.wall:.0f}, JPEG {jpeg.wall:.1f} /s",
                 file=sys.stderr,
             )
-            rows.append(reader_row(name, bs, workers, reader, ours, raw, jpeg, base))
+            linear = ours.wall / (workers * one_worker[reader]) if reader in one_worker else None
+            rows.append(reader_row(name, bs, workers, reader, ours, raw, jpeg, base, linear))
     return rows
 
 
 def reader_row(
-    name: str, bs: int, workers: int, reader: str, ours: Rate, raw: Rate, jpeg: Rate, base: float
+    name: str,
+    bs: int,
+    workers: int,
+    reader: str,
+    ours: Rate,
+    raw: Rate,
+    jpeg: Rate,
+    base: float,
+    linear: float | None,
 ) -> tuple[str, ...]:
-    """One line of the loader table."""
+    """One line of the loader table; ``linear``: the rate per worker over the same reader's 1-worker rate."""
     return (
         name,
         str(bs),
@@ -196,6 +209,7 @@ def reader_row(
         f"{raw.wall:.0f}",
         f"{jpeg.wall:.1f}",
         f"{ours.wall / base:.2f}",
+        "-" if linear is None else f"{linear:.2f}",
         f"{ours.wall / jpeg.wall:.0f}x",
         f"{ours.cpu:.0f}",
         f"{raw.cpu:.0f}",
@@ -300,7 +314,8 @@ def main(argv: list[str] | None = None) -> None:
         if not args.no_layouts:
             layouts = measure_layouts(args, Path(tmp))
     header = ("shape", "batch", "workers", "mmrebal /s", "raw h5py /s", "JPEG /s", "vs 0 workers",
-              "/ JPEG", "mmrebal /CPU-s", "raw /CPU-s", "/ raw per CPU", "/ JPEG per CPU")  # fmt: skip
+              "per worker vs 1", "/ JPEG", "mmrebal /CPU-s", "raw /CPU-s", "/ raw per CPU",
+              "/ JPEG per CPU")  # fmt: skip
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print(f"\n{loading.usable_cores()} cores, load average {load} (other processes share them)\n")
     table(header, rows)
