@@ -3,8 +3,10 @@
 A DataLoader worker process hands each batch to the main process through fresh shared memory:
 the worker copies the batch into a new segment and both processes fault its pages in, which costs
 more CPU than reading the rows (about 28 ms per 29 MB ``ogm-3f`` batch on one core). Unfiltered
-cache arrays are read by file offset (``mmrebal.cache.rows.RowFile``) with the GIL released, so threads of the main process read batches in parallel straight into the
-tensors the trainer uses (pinned ones on CUDA): no transfer between processes, no extra copy.
+cache arrays are read by file offset (``mmrebal.cache.rows.RowFile``: small rows gathered from a
+mapped file, large ones by ``preadv`` with the GIL released), so threads of the main process read
+batches in parallel straight into the tensors the trainer uses (pinned ones on CUDA): no transfer
+between processes, no extra copy.
 
 :class:`ThreadLoader` keeps ``workers x prefetch`` batches in flight, draws row lists from the batch
 sampler exactly when a DataLoader with as many workers would (so plans run as far ahead of the
