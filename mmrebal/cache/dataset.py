@@ -24,7 +24,7 @@ from torch.utils.data import Dataset, get_worker_info
 from mmrebal.cache.buffers import POOL
 from mmrebal.cache.format import open_cache, read_info, split_rows
 from mmrebal.cache.jpeg import EncodedFrames, batch_of, decoded_shape, encoded
-from mmrebal.cache.rows import RowFile, chunk_bytes, chunk_offsets, open_for_rows, read_rows
+from mmrebal.cache.rows import RowFile, chunk_bytes, chunk_offsets, gathered, open_for_rows, read_rows
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -199,20 +199,33 @@ class CacheDataset(Dataset):
         (JPEG arrays: their undecoded batch)."""
         if key in self._encoded:
             return batch_of(self._jpeg_rows(key, positions), self._encoded[key])
+        shape, dtype = self._layout[key]
+        if not pin and gathered(int(np.prod(shape)) * dtype.itemsize):
+            return torch.from_numpy(self._fill(key, positions, None))
         out = self._batch_tensor(key, len(positions), pin)
         self._fill(key, positions, out.numpy())
         return out
 
-    def _fill(self, key: str, positions: np.ndarray, out: np.ndarray) -> np.ndarray:
-        """Every byte of ``out`` from the rows at split ``positions``: memory, file offsets or HDF5."""
+    def _fill(self, key: str, positions: np.ndarray, out: np.ndarray | None) -> np.ndarray:
+        """The rows at split ``positions`` from memory, file offsets or HDF5, into every byte of
+        ``out``, or with ``out=None`` into a fresh array: for small rows one fresh gather is the
+        batch's only copy, where gathering into a pooled buffer would copy each byte twice."""
+        shape, dtype = self._layout[key]
         if self._memory is not None:
-            return np.take(self._memory[key], positions, axis=0, out=out)
+            memory = self._memory[key]
+            if out is None:
+                return memory[positions]
+            if len(positions) and (positions.min() < 0 or positions.max() >= len(memory)):
+                raise IndexError(f"split position out of range 0..{len(memory) - 1} of {key}")
+            return np.take(memory, positions, axis=0, out=out, mode="clip")  # "raise" copies out once more
         self.open()
         offsets, rows = self._offsets[key], self.rows[positions]
-        if offsets is not None:
-            self._row_file.read(offsets, rows, out)
-        else:
-            read_rows(self._arrays[key], rows, out)
+        if offsets is None:
+            fresh = np.empty((len(rows), *shape), dtype) if out is None else out
+            return read_rows(self._arrays[key], rows, fresh)
+        if out is None:
+            return self._row_file.gather(offsets, rows, shape, dtype)
+        self._row_file.read(offsets, rows, out)
         return out
 
     def __getitems__(self, positions: Sequence[int]) -> dict[str, Any]:

@@ -21,6 +21,12 @@ import numpy as np
 
 MIN_CHUNK_CACHE = 1 << 20  # HDF5's default chunk cache size
 GATHER_MAX = 64 << 10  # rows up to this many bytes are gathered from a mapping (RowFile)
+GATHER_BLOCK = 256  # rows per gather when copying into a caller's array
+
+
+def gathered(row_bytes: int) -> bool:
+    """Whether rows this size are gathered in one copy per batch (small) rather than read one by one."""
+    return row_bytes <= GATHER_MAX
 
 
 def chunk_bytes(ds: h5py.Dataset) -> int:
@@ -65,8 +71,8 @@ class RowFile:
     """The cache file as plain bytes: rows of raw-chunk arrays read by offset, one descriptor per process.
 
     Rows up to ``GATHER_MAX`` bytes are gathered from a read-only ``mmap`` of the file in one
-    fancy index per batch, which copies with the GIL released; ``preadv`` per row would release
-    and retake the GIL at every row, and with two reader threads each such hand-off costs more
+    fancy index per batch (:meth:`gather`), which copies with the GIL released; ``preadv`` per row
+    would release and retake the GIL at every row, and with two reader threads each such hand-off costs more
     than reading a small row (avmnist rows: 2 threads read 4x slower than 1). Larger rows keep one
     ``preadv`` each: that streams from the page cache without faulting the file into this
     process's page tables, which matters for caches larger than memory.
@@ -84,24 +90,33 @@ class RowFile:
             self._bytes = np.frombuffer(self._map, np.uint8)
         return self._bytes
 
+    def gather(
+        self, offsets: np.ndarray, rows: np.ndarray, shape: tuple[int, ...], dtype: np.dtype
+    ) -> np.ndarray:
+        """Rows of at most ``GATHER_MAX`` bytes as a new ``[len(rows), *shape]`` array: one fancy index
+        over the mapped file, which is the batch's only copy (gathering into a pooled buffer instead
+        would copy every byte twice)."""
+        size = int(np.prod(shape)) * np.dtype(dtype).itemsize
+        starts = offsets[rows]
+        if not len(rows):
+            return np.empty((0, *shape), dtype)
+        data = self._mapped()
+        if int(starts.max()) + size > len(data):
+            raise OSError(f"{self.path}: a row lies past the end of the file; rebuild the cache")
+        # every byte offset of the file as the start of a `size`-byte row (a view, no copy)
+        windows = np.lib.stride_tricks.as_strided(data, (len(data) - size + 1, size), (1, 1), writeable=False)
+        return windows[starts].view(dtype).reshape(len(rows), *shape)
+
     def read(self, offsets: np.ndarray, rows: np.ndarray, out: np.ndarray) -> None:
         """Row ``rows[i]`` (its chunk at ``offsets[rows[i]]``) into ``out[i]``; any order, duplicates too."""
-        if not len(rows):
-            return
         flat = out.reshape(len(rows), -1).view(np.uint8)
         size = flat.shape[1]
-        starts = offsets[rows]
-        if size <= GATHER_MAX:
-            data = self._mapped()
-            if int(starts.max()) + size > len(data):
-                raise OSError(f"{self.path}: a row lies past the end of the file; rebuild the cache")
-            # every byte offset of the file as the start of a `size`-byte row (a view, no copy)
-            windows = np.lib.stride_tricks.as_strided(
-                data, (len(data) - size + 1, size), (1, 1), writeable=False
-            )
-            flat[...] = windows[starts]
+        if gathered(size):
+            for i in range(0, len(rows), GATHER_BLOCK):  # bounded temporaries for a whole-split preload
+                block = rows[i : i + GATHER_BLOCK]
+                flat[i : i + len(block)] = self.gather(offsets, block, (size,), np.uint8)
             return
-        for i, start in enumerate(starts.tolist()):
+        for i, start in enumerate(offsets[rows].tolist()):
             got = os.preadv(self.fd, [flat[i]], start)
             if got != size:
                 raise OSError(
