@@ -88,3 +88,16 @@ def test_sequence_option_validated():
     with pytest.raises(ValueError, match="sequence"):
         make("remix", MODS2, sequence="audio,text")
     assert make("remix", MODS2, sequence="audio, visual").sequence == ("audio", "visual")
+
+
+def test_random_assignment_ablation_keeps_pure_epochs_and_ignores_kl():
+    s = make("remix", MODS2, n=400, batch=16, warmup=0, assign="random")
+    plans = run_epoch(s, 0)
+    seen = np.concatenate([g.indices for p in plans for g in p.groups])
+    assert sorted(seen.tolist()) == list(range(400))  # still every sample once, modality-pure
+    assert all(len(p.groups[0].modalities) == 1 for p in plans)
+    kl = np.stack([kl_to_uniform(fake_scores(s, 0).probs[m]) for m in MODS2], 1)
+    agree = (s.assignment == assign_weakest(kl, "last")).mean()
+    assert 0.4 < agree < 0.6 and 0.4 < s.assignment.mean() < 0.6  # a fair coin, not the KL rule
+    with pytest.raises(ValueError, match="assign"):
+        make("remix", MODS2, assign="strongest")

@@ -47,7 +47,9 @@ class RemixSampler(Sampler):
     """Options: ``warmup`` (E_w = 10), ``warmup_weight`` (0.5), ``gamma`` (1.0), ``order``
     (sequential | interleaved: round-robin over the pure subsets' batches), ``sequence``
     (comma-separated modality order of the subsets; default reversed modalities), ``tie``
-    (last | first | random).
+    (last | first | random), ``assign`` (weakest: the paper's rule; random: each sample to a
+    uniformly drawn modality, an ablation that keeps Remix's modality-pure epochs and drops its
+    choice of which modality a sample trains).
     """
 
     def __init__(
@@ -60,6 +62,7 @@ class RemixSampler(Sampler):
         order: str = "sequential",
         sequence: str | None = None,
         tie: str = "last",
+        assign: str = "weakest",
     ) -> None:
         super().__init__(setup)
         self.warmup = int(warmup)
@@ -67,6 +70,7 @@ class RemixSampler(Sampler):
         self.gamma = float(gamma)
         self.order = check_choice("order", order, ("sequential", "interleaved"))
         self.tie = check_choice("tie", tie, ("last", "first", "random"))
+        self.assign = check_choice("assign", assign, ("weakest", "random"))
         names = [s.strip() for s in sequence.split(",")] if sequence else list(reversed(self.modalities))
         if sorted(names) != sorted(self.modalities):
             raise ValueError(
@@ -85,7 +89,10 @@ class RemixSampler(Sampler):
     def receive_scores(self, epoch: int, result: ScoreResult) -> None:
         result.check(self.modalities, self.num_samples, self.name)
         kl = np.stack([kl_to_uniform(result.probs[m]) for m in self.modalities], axis=1)
-        self.assignment = assign_weakest(kl, self.tie, self.rng)
+        if self.assign == "weakest":
+            self.assignment = assign_weakest(kl, self.tie, self.rng)
+        else:
+            self.assignment = self.rng.integers(0, len(self.modalities), self.num_samples)
         self.scored_epoch = epoch
         for j, m in enumerate(self.modalities):
             assigned = self.assignment == j
