@@ -30,7 +30,7 @@ per sample on disk, batch read speed in one process, and the speed to model inpu
 (``device_batch``: the transfer, the JPEG decode, float conversion and normalisation; on CUDA the
 decode is nvJPEG's on the GPU). ``--device cuda`` also pins the main table's batches as training does.
 
-Usage: ``python benchmarks/loader.py [--shapes avmnist,ogm,ogm-3f,bss-ks] [--rows 256] [--batches 24]``
+Usage: ``python benchmarks/loader.py [--shapes avmnist,ogm,ogm-3f,bss-ks] [--rows 256] [--batches 96]``
 """
 
 from __future__ import annotations
@@ -292,7 +292,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--shapes", default=",".join(SHAPES), help="prep presets whose shapes to time")
     parser.add_argument("--rows", type=int, default=256, help="train rows of each synthetic cache")
-    parser.add_argument("--batches", type=int, default=24, help="timed batches per loader setting")
+    parser.add_argument("--batches", type=int, default=96, help="timed batches per setting (24 is noisy)")
     parser.add_argument("--clips", type=int, default=16, help="generated clips behind the JPEG loader")
     parser.add_argument("--jpeg-batches", type=int, default=8, help="timed JPEG-loader batches")
     parser.add_argument("--workers", default="0,1,2", help="DataLoader worker counts")
