@@ -235,13 +235,15 @@ def test_a_row_cut_short_by_a_truncated_file_is_one_clear_error(
 
 @pytest.mark.parametrize("gather_max", [64 << 10, 0])  # one fresh gather; into a pooled buffer
 @pytest.mark.parametrize("preload", [False, True])
-def test_a_position_past_the_split_is_an_index_error_not_a_clipped_row(
+def test_a_position_past_the_split_is_an_index_error_and_an_empty_batch_is_empty(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, gather_max: int, preload: bool
 ):
     monkeypatch.setattr(rows, "GATHER_MAX", gather_max)
     ds = CacheDataset(build(tmp_path), "train", preload=preload)
     with pytest.raises(IndexError):
         ds.__getitems__([0, len(ds)])
+    empty = ds.__getitems__([])  # an empty batch is empty arrays of the stored row shapes
+    assert empty["audio"].shape == (0, 4, 5) and empty["visual"].shape == (0, 2, 6, 6, 3)
 
 
 def test_model_inputs_convert_stored_layouts_as_the_models_expect(tmp_path: Path):

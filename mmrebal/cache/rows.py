@@ -115,6 +115,8 @@ class RowFile:
 
     def read(self, offsets: np.ndarray, rows: np.ndarray, out: np.ndarray) -> None:
         """Row ``rows[i]`` (its chunk at ``offsets[rows[i]]``) into ``out[i]``; any order, duplicates too."""
+        if not len(rows):
+            return
         flat = out.reshape(len(rows), -1).view(np.uint8)
         size = flat.shape[1]
         if gathered(size):
