@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from sampler_helpers import MODS2, MODS3, make
+from sampler_helpers import MODS2, MODS3, fake_scores, make
 
 from mmrebal.samplers import ScoreResult
 from mmrebal.samplers.smv import FULL, contributions, copies_for, spread
@@ -71,3 +71,18 @@ def test_a_warmup_the_run_never_leaves_is_a_config_warning():
     assert "never resamples" in make("smv", MODS2, epochs=5, warmup=5).config_warnings()[0]
     with pytest.raises(ValueError, match="warmup=0 must be at least 1"):
         make("smv", MODS2, warmup=0)
+
+
+def test_random_copies_keep_each_modalitys_copy_counts_and_epoch_length_but_not_their_samples():
+    valued = make("smv", MODS2, n=60, batch=8, warmup=1)
+    shuffled = make("smv", MODS2, n=60, batch=8, warmup=1, copies="random")
+    scores = fake_scores(valued, 1)
+    for s in (valued, shuffled):
+        s.receive_scores(1, scores)
+    assert valued.copies.sum() > 0
+    for j in range(len(MODS2)):
+        assert sorted(shuffled.copies[:, j]) == sorted(valued.copies[:, j])
+    assert not np.array_equal(shuffled.copies, valued.copies)
+    assert len(shuffled.entries(1)) == len(valued.entries(1))
+    with pytest.raises(ValueError, match="copies='best' is not one of valued, random"):
+        make("smv", MODS2, copies="best")

@@ -20,6 +20,13 @@ import numpy as np
 from mmrebal.evaluation.scores import ScoreResult
 
 
+def check_choice(name: str, value: str, allowed: Sequence[str]) -> str:
+    """``value`` if it is one of ``allowed``, else one line naming the option and its choices."""
+    if value not in allowed:
+        raise ValueError(f"sampler option {name}={value!r} is not one of {', '.join(allowed)}")
+    return value
+
+
 @dataclass(frozen=True)
 class Group:
     """Rows (positions in the train split) seen this step with only ``modalities`` active."""

@@ -27,7 +27,7 @@ from __future__ import annotations
 import copy
 import math
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from functools import reduce
 from typing import Any
 
@@ -37,14 +37,7 @@ from torch import nn
 
 from mmrebal.evaluation.discrepancy import SCORE_KINDS, CumulativeScore, step_discrepancy
 from mmrebal.samplers import SAMPLERS
-from mmrebal.samplers.base import Group, Plan, Sampler, SamplerSetup, StepFeedback
-
-
-def check_choice(name: str, value: str, allowed: Sequence[str]) -> str:
-    """``value`` if it is one of ``allowed``, else one line naming the option and its choices."""
-    if value not in allowed:
-        raise ValueError(f"sampler option {name}={value!r} is not one of {', '.join(allowed)}")
-    return value
+from mmrebal.samplers.base import Group, Plan, Sampler, SamplerSetup, StepFeedback, check_choice
 
 
 def allocate(total: int, proportions: np.ndarray) -> np.ndarray:

@@ -9,8 +9,8 @@ import numpy as np
 
 from mmrebal.evaluation.discrepancy import CumulativeScore, step_discrepancy
 from mmrebal.samplers import SAMPLERS
-from mmrebal.samplers.base import StepFeedback
-from mmrebal.samplers.dus import ProportionalBatchSampler, UnimodalBatchSampler, check_choice
+from mmrebal.samplers.base import StepFeedback, check_choice
+from mmrebal.samplers.dus import ProportionalBatchSampler, UnimodalBatchSampler
 
 
 def heuristic_size(

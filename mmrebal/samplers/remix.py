@@ -23,8 +23,7 @@ import numpy as np
 
 from mmrebal.evaluation.scores import ScoreResult, kl_to_uniform
 from mmrebal.samplers import SAMPLERS
-from mmrebal.samplers.base import Group, Plan, Sampler, SamplerSetup, warmup_warnings
-from mmrebal.samplers.dus import check_choice
+from mmrebal.samplers.base import Group, Plan, Sampler, SamplerSetup, check_choice, warmup_warnings
 
 
 def assign_weakest(kl: np.ndarray, tie: str = "last", rng: np.random.Generator | None = None) -> np.ndarray:

@@ -28,7 +28,7 @@ import numpy as np
 
 from mmrebal.evaluation.scores import ScoreResult
 from mmrebal.samplers import SAMPLERS
-from mmrebal.samplers.base import Group, Plan, Sampler, SamplerSetup, warmup_warnings
+from mmrebal.samplers.base import Group, Plan, Sampler, SamplerSetup, check_choice, warmup_warnings
 
 FULL = -1  # the modality index of an entry that carries every modality
 
@@ -73,15 +73,20 @@ def spread(entries: list[tuple[int, int]], batch_size: int) -> list[list[tuple[i
 
 @SAMPLERS.register("smv")
 class SMVSampler(Sampler):
-    """Options: ``warmup`` (5 epochs of plain batches before the first valuation)."""
+    """Options: ``warmup`` (5 epochs of plain batches before the first valuation), ``copies``
+    (valued: the paper's rule; random: each modality's copy counts shuffled across the samples, an
+    ablation that keeps the epoch's extra rows and steps exactly and drops the valuation's choice of
+    which samples get them)."""
 
     def __init__(
         self,
         setup: SamplerSetup,
         *,
         warmup: int = 5,
+        copies: str = "valued",
     ) -> None:
         super().__init__(setup)
+        self.copy_rule = check_choice("copies", copies, ("valued", "random"))
         if int(warmup) < 1:
             raise ValueError(
                 f"sampler option warmup={warmup} must be at least 1 (SMV values a trained model)"
@@ -102,6 +107,8 @@ class SMVSampler(Sampler):
         correct = np.stack([result.probs[m].argmax(1) == labels for m in self.modalities], axis=1)
         values = contributions(correct, result.probs["fused"].argmax(1) == labels)
         self.copies = copies_for(values)
+        if self.copy_rule == "random":
+            self.copies = np.stack([self.rng.permutation(col) for col in self.copies.T], axis=1)
         self.scored_epoch = epoch
         for j, m in enumerate(self.modalities):
             self.sample_rows.extend(
