@@ -12,6 +12,7 @@ row, decoded through a chunk cache that holds a whole chunk.
 
 from __future__ import annotations
 
+import math
 import mmap
 import os
 from pathlib import Path
@@ -104,7 +105,7 @@ class RowFile:
         """Rows of at most ``GATHER_MAX`` bytes as a new ``[len(rows), *shape]`` array: one fancy index
         over the mapped file, which is the batch's only copy (gathering into a pooled buffer instead
         would copy every byte twice)."""
-        size = int(np.prod(shape)) * np.dtype(dtype).itemsize
+        size = math.prod(shape) * np.dtype(dtype).itemsize
         starts = offsets[rows]
         if not len(rows):
             return np.empty((0, *shape), dtype)
