@@ -8,7 +8,8 @@ the matching train preset (``cpu`` 64, ``ogm`` 64, ``bss`` 32):
 - **mmrebal**: the loader the trainer builds (``mmrebal.data.loading.batch_loader`` with
   ``mmrebal.data.loading.loader_settings``, over ``CacheDataset.__getitems__``, not preloaded: the
   path of a split too large for ``--preload auto``), with 0, 1 and 2 workers, as reader threads
-  (``--reader threads``, the default) and as DataLoader processes (``--reader processes``). What it
+  (``--reader threads``, the default) and as reader processes over shared memory (``--reader
+  processes``, ``mmrebal.data.ring``). What it
   delivers is what the trainer hands to ``device_batch``: stored uint8 frames, float32 spectrograms
   (the float conversion runs on the training device and is not part of the read path);
 - **raw**: a plain per-row h5py loop over the same rows in one process (``np.stack`` of ``ds[row]``,
@@ -102,7 +103,8 @@ def measure_rate(batches: Iterable[dict[str, Any]], count: int, workers: int = 0
     warm = min(untimed(workers), count - 2)
     for _ in range(warm):
         next(it)
-    pids = [w.pid for w in getattr(it, "_workers", [])]  # a DataLoader iterator's worker processes
+    workers_of = getattr(it, "_workers", None) or getattr(batches, "processes", [])  # DataLoader / ring
+    pids = [w.pid for w in workers_of]
     started, cpu_started, samples = time.perf_counter(), cpu_seconds(pids), 0
     for _ in range(count - warm):
         samples += len(next(iter(next(it).values())))

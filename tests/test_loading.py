@@ -15,6 +15,7 @@ from rich.console import Console
 from mmrebal.cache.rows import cache_bytes
 from mmrebal.data import loading
 from mmrebal.data.prefetch import ThreadLoader
+from mmrebal.data.ring import SharedRingLoader
 from mmrebal.engine.build import build_run
 from mmrebal.engine.config import ConfigError, TrainConfig, resolve_config
 from mmrebal.engine.trainer import Trainer
@@ -84,7 +85,8 @@ def _trained(cache: Path, out: Path, reader: str | None) -> tuple[float, list[to
         loaders.append(trainer.train_loader)
     assert trainer.state.global_step == 2 * 3  # 36 train rows, batch 12, every epoch
     if reader == "processes":
-        assert loaders[0] is loaders[1] and loaders[0]._iterator is not None  # same loader, same workers
+        assert isinstance(loaders[0], SharedRingLoader) and loaders[0] is loaders[1]
+        assert len(loaders[0].processes) == 2  # the same worker processes served both epochs
     if reader == "threads":
         assert isinstance(loaders[0], ThreadLoader) and loaders[0] is loaders[1]
         assert loaders[0]._pool is not None  # the same threads served both epochs

@@ -231,15 +231,28 @@ class CacheDataset(Dataset):
 
     def __getitems__(self, positions: Sequence[int]) -> dict[str, Any]:
         pos = np.asarray(positions, dtype=np.int64)
-        batch: dict[str, Any] = {
-            "idx": torch.from_numpy(pos.copy()),
-            "label": torch.from_numpy(self.labels[pos].astype(np.int64)),
-        }
         pin = self.pin_memory and get_worker_info() is None
+        return self.batch_of(pos, {key: self._read(key, pos, pin) for key in self.keys})
+
+    def batch_of(self, positions: np.ndarray, arrays: dict[str, Any]) -> dict[str, Any]:
+        """The loader batch for split ``positions`` whose cache arrays (by key) are already read."""
+        batch: dict[str, Any] = {
+            "idx": torch.from_numpy(positions.copy()),
+            "label": torch.from_numpy(self.labels[positions].astype(np.int64)),
+        }
         for m in self.modalities:
-            arrays = {a: self._read(f"{m}/{a}", pos, pin) for a in self.array_names[m]}
-            batch[m] = _from_arrays(self.info.modalities[m], arrays)
+            mine = {a: arrays[f"{m}/{a}"] for a in self.array_names[m]}
+            batch[m] = _from_arrays(self.info.modalities[m], mine)
         return batch
+
+    def row_layout(self, key: str) -> tuple[tuple[int, ...], np.dtype] | None:
+        """(row shape, dtype) of a cache array as batches hold it; None for JPEG arrays (byte strings)."""
+        return self._layout.get(key)
+
+    def read_into(self, key: str, positions: np.ndarray, out: np.ndarray) -> None:
+        """The rows of ``key`` at split ``positions``, in order, duplicates included, into ``out``
+        (``[len(positions), *row shape]``; any process, e.g. a shared-memory buffer of a reader)."""
+        self._fill(key, positions, out)
 
     def __getitem__(self, position: int) -> dict[str, Any]:
         batch = self.__getitems__([position])

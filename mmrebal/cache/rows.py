@@ -15,14 +15,15 @@ from __future__ import annotations
 import math
 import mmap
 import os
+import warnings
 from pathlib import Path
 
 import h5py
 import numpy as np
+import torch
 
 MIN_CHUNK_CACHE = 1 << 20  # HDF5's default chunk cache size
 GATHER_MAX = 64 << 10  # rows up to this many bytes are gathered from a mapping (RowFile)
-GATHER_BLOCK = 256  # rows per gather when copying into a caller's array
 
 
 def gathered(row_bytes: int) -> bool:
@@ -71,48 +72,57 @@ def chunk_offsets(ds: h5py.Dataset) -> np.ndarray | None:
 class RowFile:
     """The cache file as plain bytes: rows of raw-chunk arrays read by offset, one descriptor per process.
 
-    Rows up to ``GATHER_MAX`` bytes are gathered from a read-only ``mmap`` of the file in one
-    fancy index per batch (:meth:`gather`), which copies with the GIL released; ``preadv`` per row
-    would release and retake the GIL at every row, and with two reader threads each such hand-off costs more
-    than reading a small row (avmnist rows: 2 threads read 4x slower than 1). Larger rows keep one
-    ``preadv`` each: that streams from the page cache without faulting the file into this
-    process's page tables, which matters for caches larger than memory.
+    Rows up to ``GATHER_MAX`` bytes are gathered from a read-only ``mmap`` of the file through a
+    strided view of it, one copy per row with the GIL released: a fresh batch by numpy's fancy
+    index (:meth:`gather`), a given array by ``torch.index_select(out=)`` (:meth:`read`; numpy's
+    fancy index cannot write into a given array without a second copy, and ``np.take`` first
+    copies a strided source whole). torch splits such a copy over its intra-op threads, which
+    made a main-process reader use 2 CPUs at a quarter of numpy's speed, so the fresh path that
+    reader threads take stays numpy; reader processes (``mmrebal.data.ring``) run one torch thread.
+    ``preadv`` per row would release and retake the GIL at every row, and with two reader threads
+    each such hand-off costs more than reading a small row (avmnist rows: 2 threads read 4x slower
+    than 1). Larger rows keep one ``preadv`` each: that streams from the page cache without
+    faulting the file into this process's page tables, which matters for caches
+    larger than memory.
     """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.fd = os.open(self.path, os.O_RDONLY)
-        self._bytes: np.ndarray | None = None  # the mapped file, made on the first small-row read
+        self._bytes: torch.Tensor | None = None  # the mapped file, made on the first small-row read
         self._map: mmap.mmap | None = None
-        self._windows: dict[int, np.ndarray] = {}  # row size -> every byte offset as a row's start
+        self._windows: dict[int, torch.Tensor] = {}  # row size -> every byte offset as a row's start
 
-    def _windows_of(self, size: int) -> np.ndarray:
+    def _windows_of(self, size: int) -> torch.Tensor:
         """The mapped file viewed as one ``size``-byte row starting at every byte offset (no copy;
         made once per row size: building the view costs about a tenth of a small batch)."""
         if size not in self._windows:
             if self._bytes is None:
                 self._map = mmap.mmap(self.fd, 0, prot=mmap.PROT_READ)
-                self._bytes = np.frombuffer(self._map, np.uint8)
+                with warnings.catch_warnings():  # a read-only buffer: these views are only ever read
+                    warnings.simplefilter("ignore", UserWarning)
+                    self._bytes = torch.frombuffer(self._map, dtype=torch.uint8)
             data = self._bytes
-            self._windows[size] = np.lib.stride_tricks.as_strided(
-                data, (max(len(data) - size + 1, 0), size), (1, 1), writeable=False
-            )
+            self._windows[size] = data.as_strided((max(len(data) - size + 1, 0), size), (1, 1))
         return self._windows[size]
 
     def gather(
         self, offsets: np.ndarray, rows: np.ndarray, shape: tuple[int, ...], dtype: np.dtype
     ) -> np.ndarray:
-        """Rows of at most ``GATHER_MAX`` bytes as a new ``[len(rows), *shape]`` array: one fancy index
-        over the mapped file, which is the batch's only copy (gathering into a pooled buffer instead
-        would copy every byte twice)."""
+        """Rows of at most ``GATHER_MAX`` bytes as a new ``[len(rows), *shape]`` array, the batch's
+        only copy (gathering into a pooled buffer instead would copy every byte twice)."""
         size = math.prod(shape) * np.dtype(dtype).itemsize
-        starts = offsets[rows]
         if not len(rows):
             return np.empty((0, *shape), dtype)
-        windows = self._windows_of(size)
+        windows, starts = self._starts(offsets, rows, size)
+        return windows.numpy()[starts.numpy()].view(dtype).reshape(len(rows), *shape)
+
+    def _starts(self, offsets: np.ndarray, rows: np.ndarray, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The ``size``-byte windows of the mapped file and the rows' starts in them, checked."""
+        windows, starts = self._windows_of(size), offsets[rows]
         if int(starts.max()) >= len(windows):
             raise OSError(f"{self.path}: a row lies past the end of the file; rebuild the cache")
-        return windows[starts].view(dtype).reshape(len(rows), *shape)
+        return windows, torch.from_numpy(starts)
 
     def read(self, offsets: np.ndarray, rows: np.ndarray, out: np.ndarray) -> None:
         """Row ``rows[i]`` (its chunk at ``offsets[rows[i]]``) into ``out[i]``; any order, duplicates too."""
@@ -121,9 +131,8 @@ class RowFile:
         flat = out.reshape(len(rows), -1).view(np.uint8)
         size = flat.shape[1]
         if gathered(size):
-            for i in range(0, len(rows), GATHER_BLOCK):  # bounded temporaries for a whole-split preload
-                block = rows[i : i + GATHER_BLOCK]
-                flat[i : i + len(block)] = self.gather(offsets, block, (size,), np.uint8)
+            windows, starts = self._starts(offsets, rows, size)
+            torch.index_select(windows, 0, starts, out=torch.from_numpy(flat))
             return
         for i, start in enumerate(offsets[rows].tolist()):
             got = os.preadv(self.fd, [flat[i]], start)

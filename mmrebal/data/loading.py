@@ -1,9 +1,10 @@
 """How training and scoring read batches: worker count, worker persistence, prefetch, pinning and
-preload, and :func:`batch_loader`, the one DataLoader over row lists both use.
+preload, and :func:`batch_loader`, the one loader over row lists both use.
 
 Workers are reader threads of the main process where the cache allows it (``reader`` ``threads``,
-the default: see ``mmrebal.data.prefetch``), else DataLoader worker processes (``processes``, also
-what a filtered cache gets).
+the default: see ``mmrebal.data.prefetch``), else reader processes over shared-memory buffers
+(``processes``, also what a filtered cache gets: ``mmrebal.data.ring``); JPEG arrays and pinned
+batches under ``processes`` keep DataLoader worker processes.
 
 CPU runs keep the loader in the main process (``workers`` 0: plan t+1 is drawn after the feedback
 of step t, and the numbers of a run do not depend on the machine). CUDA runs read in worker
@@ -26,6 +27,7 @@ from torch.utils.data import DataLoader
 from mmrebal.cache.dataset import CacheDataset, batch_collate
 from mmrebal.cache.rows import cache_bytes
 from mmrebal.data.prefetch import ThreadLoader
+from mmrebal.data.ring import SharedRingLoader
 
 MAX_AUTO_WORKERS = 8
 RAM_SHARE = 0.5
@@ -98,16 +100,19 @@ def batch_loader(
     batches: Iterable[list[int]],
     device: torch.device,
     settings: LoaderSettings | None = None,
-) -> DataLoader | ThreadLoader:
-    """A loader over row lists, read with one ``__getitems__`` call per batch: reader threads where
-    the settings and the cache allow them, else a DataLoader (``settings.workers`` processes).
+) -> DataLoader | ThreadLoader | SharedRingLoader:
+    """A loader over row lists, one batch per row list: reader threads where the settings and the
+    cache allow them, else reader processes over shared memory, else (JPEG arrays, pinned batches)
+    a DataLoader over ``__getitems__`` (``settings.workers`` processes).
 
     ``settings`` default: the main process only (``loader_settings(0, device)``).
     """
     settings = settings or loader_settings(0, device)
+    prefetch = settings.prefetch or 1
     if settings.workers and settings.threads and dataset.thread_safe:
-        prefetch = settings.prefetch or 1
         return ThreadLoader(dataset, batches, settings.workers, prefetch, settings.persistent, device)
+    if settings.workers and not settings.pin_memory and all(dataset.row_layout(k) for k in dataset.keys):
+        return SharedRingLoader(dataset, batches, settings.workers, prefetch, settings.persistent)
     return DataLoader(
         dataset, batch_sampler=batches, collate_fn=batch_collate, **settings.dataloader_kwargs()
     )

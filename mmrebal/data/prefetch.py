@@ -12,7 +12,8 @@ between processes, no extra copy.
 sampler exactly when a DataLoader with as many workers would (so plans run as far ahead of the
 feedback) and yields in order. It also draws the DataLoader's per-iterator base seed from the
 global torch generator, so that swapping one loader for the other never changes a run's numbers.
-Filtered (compressed) caches still use worker processes: their decoding holds h5py's lock.
+Filtered (compressed) caches use reader processes (``mmrebal.data.ring``): their decoding holds
+h5py's lock.
 """
 
 from __future__ import annotations
