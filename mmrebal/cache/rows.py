@@ -82,8 +82,7 @@ class RowFile:
     ``preadv`` per row would release and retake the GIL at every row, and with two reader threads
     each such hand-off costs more than reading a small row (avmnist rows: 2 threads read 4x slower
     than 1). Larger rows keep one ``preadv`` each: that streams from the page cache without
-    faulting the file into this process's page tables, which matters for caches
-    larger than memory.
+    faulting the file into this process's page tables, which matters for caches larger than memory.
     """
 
     def __init__(self, path: str | Path) -> None:
@@ -115,14 +114,14 @@ class RowFile:
         if not len(rows):
             return np.empty((0, *shape), dtype)
         windows, starts = self._starts(offsets, rows, size)
-        return windows.numpy()[starts.numpy()].view(dtype).reshape(len(rows), *shape)
+        return windows.numpy()[starts].view(dtype).reshape(len(rows), *shape)
 
-    def _starts(self, offsets: np.ndarray, rows: np.ndarray, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _starts(self, offsets: np.ndarray, rows: np.ndarray, size: int) -> tuple[torch.Tensor, np.ndarray]:
         """The ``size``-byte windows of the mapped file and the rows' starts in them, checked."""
         windows, starts = self._windows_of(size), offsets[rows]
         if int(starts.max()) >= len(windows):
             raise OSError(f"{self.path}: a row lies past the end of the file; rebuild the cache")
-        return windows, torch.from_numpy(starts)
+        return windows, starts
 
     def read(self, offsets: np.ndarray, rows: np.ndarray, out: np.ndarray) -> None:
         """Row ``rows[i]`` (its chunk at ``offsets[rows[i]]``) into ``out[i]``; any order, duplicates too."""
@@ -132,7 +131,7 @@ class RowFile:
         size = flat.shape[1]
         if gathered(size):
             windows, starts = self._starts(offsets, rows, size)
-            torch.index_select(windows, 0, starts, out=torch.from_numpy(flat))
+            torch.index_select(windows, 0, torch.from_numpy(starts), out=torch.from_numpy(flat))
             return
         for i, start in enumerate(offsets[rows].tolist()):
             got = os.preadv(self.fd, [flat[i]], start)

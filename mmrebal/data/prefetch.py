@@ -19,16 +19,51 @@ h5py's lock.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 import torch
 
 from mmrebal.cache.dataset import CacheDataset
 
+T = TypeVar("T")
 
-class ThreadLoader:
+
+class ReaderLoader:
+    """What reader threads and reader processes share to stand in for a DataLoader: its one
+    base-seed draw and its look-ahead of ``workers x prefetch`` row lists, drawn when it draws them."""
+
+    def __init__(self, batches: Iterable[list[int]], workers: int, prefetch: int, persistent: bool) -> None:
+        self.batch_sampler = batches
+        self.workers = workers
+        self.depth = workers * prefetch
+        self.persistent = persistent
+        self._seeded = False
+
+    def _draw_base_seed(self) -> None:
+        """The one draw a DataLoader iterator takes (once per loader when its workers persist)."""
+        if not (self.persistent and self._seeded):
+            torch.empty((), dtype=torch.int64).random_()
+            self._seeded = True
+
+    def _look_ahead(self, submit: Callable[[list[int]], T]) -> tuple[deque[T], Callable[[], None]]:
+        """The submitted batches, oldest first, and ``fill``, which submits row lists until ``depth``
+        are in flight; call it once to start and again after taking each batch's result."""
+        rows = iter(self.batch_sampler)
+        pending: deque[T] = deque()
+
+        def fill() -> None:
+            while len(pending) < self.depth:
+                batch = next(rows, None)
+                if batch is None:
+                    return
+                pending.append(submit(batch))
+
+        return pending, fill
+
+
+class ThreadLoader(ReaderLoader):
     """Batches of ``dataset.__getitems__(rows)`` for each row list of ``batches``, read by threads."""
 
     def __init__(
@@ -40,20 +75,10 @@ class ThreadLoader:
         persistent: bool,
         device: torch.device,
     ) -> None:
+        super().__init__(batches, workers, prefetch, persistent)
         self.dataset = dataset
         self.device = device
-        self.batch_sampler = batches
-        self.workers = workers
-        self.depth = workers * prefetch
-        self.persistent = persistent
         self._pool: ThreadPoolExecutor | None = None  # kept across iterations when persistent
-        self._seeded = False
-
-    def _draw_base_seed(self) -> None:
-        """The one draw a DataLoader iterator takes (once per loader when its workers persist)."""
-        if not (self.persistent and self._seeded):
-            torch.empty((), dtype=torch.int64).random_()
-            self._seeded = True
 
     def _bind_device(self) -> None:
         """A reader thread's CUDA device (thread-local), so pinned batches never touch another GPU."""
@@ -68,16 +93,7 @@ class ThreadLoader:
         )
         if self.persistent:
             self._pool = pool
-        rows = iter(self.batch_sampler)
-        pending: deque[Future] = deque()
-
-        def fill() -> None:
-            while len(pending) < self.depth:
-                batch = next(rows, None)
-                if batch is None:
-                    return
-                pending.append(pool.submit(self.dataset.__getitems__, batch))
-
+        pending, fill = self._look_ahead(lambda rows: pool.submit(self.dataset.__getitems__, rows))
         try:
             fill()
             while pending:

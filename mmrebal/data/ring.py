@@ -28,7 +28,7 @@ import contextlib
 import pickle
 import threading
 import weakref
-from collections import defaultdict, deque
+from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from multiprocessing.connection import Connection
 from typing import Any
@@ -38,6 +38,7 @@ import torch
 import torch.multiprocessing as mp
 
 from mmrebal.cache.dataset import CacheDataset
+from mmrebal.data.prefetch import ReaderLoader
 
 ROW_STEP = 16  # a new buffer holds the batch's rows rounded up to this, so near sizes share buffers
 POLL_S = 1.0  # how often a wait for a batch checks that its worker is alive
@@ -116,7 +117,7 @@ def _portable(error: Exception) -> Exception:
         return RuntimeError(f"{type(error).__name__}: {error}")
 
 
-class SharedRingLoader:
+class SharedRingLoader(ReaderLoader):
     """Batches of ``dataset`` for each row list of ``batches``, read by ``workers`` processes."""
 
     def __init__(
@@ -131,24 +132,14 @@ class SharedRingLoader:
         missing = [key for key, layout in layouts.items() if layout is None]
         if missing:
             raise ValueError(f"shared-memory readers cannot hold JPEG arrays ({', '.join(missing)})")
+        super().__init__(batches, workers, prefetch, persistent)
         self.dataset = dataset
         self.layouts: dict[str, tuple[tuple[int, ...], np.dtype]] = layouts  # type: ignore[assignment]
-        self.batch_sampler = batches
-        self.workers = workers
-        self.depth = workers * prefetch
-        self.persistent = persistent
         self.buffers = SharedBuffers()
         self.processes: list[mp.Process] = []
         self._pipes: list[Connection] = []  # the main process's end, one per worker
         self._sent: list[set[int]] = []  # buffer ids each worker holds
         self._seq = 0  # batches handed out by this loader's workers (which worker reads the next)
-        self._seeded = False
-
-    def _draw_base_seed(self) -> None:
-        """The one draw a DataLoader iterator takes (once per loader when its workers persist)."""
-        if not (self.persistent and self._seeded):
-            torch.empty((), dtype=torch.int64).random_()
-            self._seeded = True
 
     def _start(self) -> None:
         if self.processes:
@@ -202,16 +193,7 @@ class SharedRingLoader:
     def __iter__(self) -> Iterator[dict[str, Any]]:
         self._draw_base_seed()
         self._start()
-        rows = iter(self.batch_sampler)
-        pending: deque[tuple[int, np.ndarray, dict[str, int]]] = deque()
-
-        def fill() -> None:
-            while len(pending) < self.depth:
-                batch = next(rows, None)
-                if batch is None:
-                    return
-                pending.append(self._submit(batch))
-
+        pending, fill = self._look_ahead(self._submit)
         try:
             fill()
             while pending:
