@@ -35,6 +35,7 @@ PREFETCH = 2  # batches in flight per worker: PyTorch's default; plans run this 
 
 
 READERS = ("threads", "processes")
+BatchLoader = DataLoader | ThreadLoader | SharedRingLoader  # what batch_loader returns: each iterates batches
 
 
 @dataclass(frozen=True)
@@ -100,7 +101,7 @@ def batch_loader(
     batches: Iterable[list[int]],
     device: torch.device,
     settings: LoaderSettings | None = None,
-) -> DataLoader | ThreadLoader | SharedRingLoader:
+) -> BatchLoader:
     """A loader over row lists, one batch per row list: reader threads where the settings and the
     cache allow them, else reader processes over shared memory, else (JPEG arrays, pinned batches)
     a DataLoader over ``__getitems__`` (``settings.workers`` processes).

@@ -12,7 +12,7 @@ checkpoint, at the end (and every epoch only when ``test_each_epoch`` asks, neve
 
 Epochs and global steps count from 0 in traces, checkpoints, summary.json and the sampler calls; the
 terminal shows epochs 1-based (``epoch 1/3``, "selected epoch 3"). With ``workers > 0`` (the default
-on CUDA, see ``mmrebal.data.loading``) the DataLoader draws plans up to ``2 x workers`` steps ahead
+on CUDA, see ``mmrebal.data.loading``) the loader's readers draw plans up to ``2 x workers`` steps ahead
 of the feedback they could depend on; ``workers = 0`` (the default on CPU) keeps plan t+1 strictly
 after the feedback of step t.
 """
@@ -30,11 +30,10 @@ from typing import Any
 import numpy as np
 import torch
 from rich.console import Console
-from torch.utils.data import DataLoader
 
 from mmrebal.cache.dataset import CacheDataset
 from mmrebal.data.device import device_batch
-from mmrebal.data.loading import batch_loader
+from mmrebal.data.loading import BatchLoader, batch_loader
 from mmrebal.engine import distributed, resume, rundir
 from mmrebal.engine.build import RunParts, build_run, run_warnings
 from mmrebal.engine.checkpoint import rng_state
@@ -56,7 +55,7 @@ class NonFiniteLoss(RuntimeError):
 
 class EpochBatches:
     """The train loader's batch sampler: iterating it yields the current epoch's row lists, so one
-    DataLoader (and its persistent workers) serves every epoch."""
+    loader (and its persistent workers) serves every epoch."""
 
     def __init__(self) -> None:
         self.source: Iterable[list[int]] = ()
@@ -94,7 +93,7 @@ class Trainer:
             ProgressHook(self.display),
         ]
         self.train_batches = EpochBatches()
-        self.train_loader: DataLoader | None = None
+        self.train_loader: BatchLoader | None = None
 
     # --- checkpoints and the run dir -----------------------------------------------------------
     def checkpoint_path(self, which: str) -> Path:
@@ -141,7 +140,7 @@ class Trainer:
 
     # --- the loop -----------------------------------------------------------------------------
     def _batches(self, epoch: int, queue: deque) -> Iterator[list[int]]:
-        """Row lists for the DataLoader, drawn lazily from the sampler; layouts wait in ``queue``.
+        """Row lists for the train loader, drawn lazily from the sampler; layouts wait in ``queue``.
 
         An empty plan, or one too small to give every rank a row, is skipped (on all ranks alike).
         """
