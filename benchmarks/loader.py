@@ -25,6 +25,14 @@ which is what one process achieves without the other tenants of a shared machine
 0.9x raw per process, >= 20x the JPEG loader, and wall rate linear in workers where cores are free
 ("per worker vs 1": the rate over workers x the same reader's 1-worker rate; 1.00 is linear).
 
+How linear N workers can be also depends on the machine: N copies from the page cache share its
+memory bandwidth and caches, and on a machine with N cores the consumer shares them too. So the
+same reads (``CacheDataset.__getitems__`` over the same batches) also run in N independent
+processes with no loader and no consumer (:func:`independent_rate`): "machine per process vs 1" is
+their aggregate rate over N x one such process's, the most any loader of N workers can scale here,
+and "vs machine" is the loader's per-worker figure over it (1.00: the loader loses nothing to its
+hand-off, its GIL or its consumer beyond what the machine itself loses).
+
 A second table compares the cache layouts of ``mmrebal prep --compression`` (raw, lzf, JPEG frames)
 at ``bss-ks`` shapes (frames cut from photographs so that a compressor has natural content): bytes
 per sample on disk, batch read speed in one process, and the speed to model input on ``--device``
@@ -115,6 +123,37 @@ def measure_rate(batches: Iterable[dict[str, Any]], count: int, workers: int = 0
     return rate
 
 
+def _read_share(path: Path, batches: list[list[int]], start: Any, done: Any) -> None:
+    """One independent reader: the training read of its share of the batches, timed from ``start``."""
+    dataset = CacheDataset(path, "train", preload=False)
+    for rows in batches[:3]:  # open the file, fault in the mapping and the buffer pool
+        dataset.__getitems__(rows)
+    start.wait()
+    for rows in batches:
+        dataset.__getitems__(rows)
+    done.put(sum(len(rows) for rows in batches))
+
+
+def independent_rate(path: Path, batches: list[list[int]], processes: int) -> float:
+    """Samples/s of ``processes`` processes each reading every ``processes``-th batch at once, with
+    no loader and no consumer: what this machine gives the same reads in parallel."""
+    context = torch.multiprocessing.get_context("fork")
+    start, done = context.Barrier(processes + 1), context.SimpleQueue()
+    readers = [
+        context.Process(target=_read_share, args=(path, batches[i::processes], start, done))
+        for i in range(processes)
+    ]
+    for reader in readers:
+        reader.start()
+    start.wait()
+    began = time.perf_counter()
+    samples = sum(done.get() for _ in readers)
+    elapsed = time.perf_counter() - began
+    for reader in readers:
+        reader.join()
+    return samples / elapsed
+
+
 def raw_rows(path: Path, rows: np.ndarray, batches: list[list[int]]) -> Iterator[dict[str, np.ndarray]]:
     """The file's speed: a plain per-row h5py read of the same rows, datasets opened once."""
     with h5py.File(path, "r") as f:
@@ -169,6 +208,9 @@ def measure(name: str, args: argparse.Namespace, tmp: Path) -> list[tuple[str, .
     print(f"{name}: raw per-row h5py {raw.wall:.0f} samples/s", file=sys.stderr)
     rows, base, device = [], None, args.device
     one_worker: dict[str, float] = {}  # reader -> its 1-worker rate, for the linear-in-workers column
+    alone = {w: independent_rate(cache, batches, w) for w in sorted({1, *args.workers} - {0})}
+    machine = {w: alone[w] / (w * alone[1]) for w in alone}  # the machine's own per-process scaling
+    print(f"{name}: the same reads in independent processes {alone}", file=sys.stderr)
     for workers in args.workers:
         reference = JpegItems(folders, preset)
         prefetch = loading.PREFETCH if workers else None
@@ -187,7 +229,8 @@ def measure(name: str, args: argparse.Namespace, tmp: Path) -> list[tuple[str, .
                 file=sys.stderr,
             )
             linear = ours.wall / (workers * one_worker[reader]) if reader in one_worker else None
-            rows.append(reader_row(name, bs, workers, reader, ours, raw, jpeg, base, linear))
+            scaling = (linear, machine.get(workers))
+            rows.append(reader_row(name, bs, workers, reader, ours, raw, jpeg, base, scaling))
     return rows
 
 
@@ -200,9 +243,11 @@ def reader_row(
     raw: Rate,
     jpeg: Rate,
     base: float,
-    linear: float | None,
+    scaling: tuple[float | None, float | None],
 ) -> tuple[str, ...]:
-    """One line of the loader table; ``linear``: the rate per worker over the same reader's 1-worker rate."""
+    """One line of the loader table; ``scaling``: the rate per worker over the same reader's 1-worker
+    rate, and the machine's own per-process scaling of the same reads (None: the main process reads)."""
+    linear, machine = scaling
     return (
         name,
         str(bs),
@@ -212,6 +257,8 @@ def reader_row(
         f"{jpeg.wall:.1f}",
         f"{ours.wall / base:.2f}",
         "-" if linear is None else f"{linear:.2f}",
+        "-" if linear is None or machine is None else f"{machine:.2f}",
+        "-" if linear is None or machine is None else f"{linear / machine:.2f}",
         f"{ours.wall / jpeg.wall:.0f}x",
         f"{ours.cpu:.0f}",
         f"{raw.cpu:.0f}",
@@ -316,8 +363,8 @@ def main(argv: list[str] | None = None) -> None:
         if not args.no_layouts:
             layouts = measure_layouts(args, Path(tmp))
     header = ("shape", "batch", "workers", "mmrebal /s", "raw h5py /s", "JPEG /s", "vs 0 workers",
-              "per worker vs 1", "/ JPEG", "mmrebal /CPU-s", "raw /CPU-s", "/ raw per CPU",
-              "/ JPEG per CPU")  # fmt: skip
+              "per worker vs 1", "machine per process vs 1", "vs machine", "/ JPEG", "mmrebal /CPU-s",
+              "raw /CPU-s", "/ raw per CPU", "/ JPEG per CPU")  # fmt: skip
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print(f"\n{loading.usable_cores()} cores, load average {load} (other processes share them)\n")
     table(header, rows)
