@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from mmrebal.cli import app
 from mmrebal.engine import checkpoint as ckpt_mod
 from mmrebal.engine import hooks as hooks_mod
-from mmrebal.engine.config import resolve_config
+from mmrebal.engine.config import config_yaml, resolve_config
 from mmrebal.engine.trainer import train
 from mmrebal.storage import StorageError
 
@@ -52,6 +52,19 @@ def digests(run: Path) -> dict[str, str]:
         for p in sorted(run.rglob("*"))
         if p.is_file() and p.name != ".lock"
     }
+
+
+def test_config_records_the_thread_count_that_shaped_the_numbers(cache: Path, tmp_path: Path) -> None:
+    """torch's intra-op thread count orders float reductions, so two runs of one config can differ
+    by it alone: the run dir says which it was."""
+    before = torch.get_num_threads()
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            recorded = yaml.safe_load(config_yaml(tiny_config(cache, tmp_path / "run"), {}))["versions"]
+            assert recorded["torch_threads"] == str(threads)
+    finally:
+        torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -260,9 +260,17 @@ def resolve_config(cli: dict[str, Any], config_file: Path | None = None) -> Trai
 
 
 def versions() -> dict[str, str]:
+    """What ran the numbers besides the options: the versions, and torch's intra-op thread count,
+    which sets the order of float reductions (the same seed under Adam selected epoch 50 with 2
+    threads and 58 with 1, docs/results-avmnist.md)."""
     import torch
 
-    return {"mmrebal": __version__, "torch": str(torch.__version__), "python": platform.python_version()}
+    return {
+        "mmrebal": __version__,
+        "torch": str(torch.__version__),
+        "python": platform.python_version(),
+        "torch_threads": str(torch.get_num_threads()),
+    }
 
 
 def config_yaml(
