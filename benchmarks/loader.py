@@ -46,8 +46,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import queue
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -70,6 +72,7 @@ from mmrebal.engine.config import resolve_config
 from mmrebal.prep.presets import PRESETS, Preset
 
 SHAPES = {"avmnist": "cpu", "ogm": "ogm", "ogm-3f": "ogm", "bss-ks": "bss"}  # prep preset -> train preset
+READER_TIMEOUT_S = 300  # an independent reader that has not started or finished by then has failed
 
 
 def shuffled_batches(n: int, batch_size: int, count: int, seed: int = 0) -> list[list[int]]:
@@ -124,13 +127,19 @@ def measure_rate(batches: Iterable[dict[str, Any]], count: int, workers: int = 0
 
 
 def _read_share(path: Path, batches: list[list[int]], start: Any, done: Any) -> None:
-    """One independent reader: the training read of its share of the batches, timed from ``start``."""
-    dataset = CacheDataset(path, "train", preload=False)
-    for rows in batches[:3]:  # open the file, fault in the mapping and the buffer pool
-        dataset.__getitems__(rows)
-    start.wait()
-    for rows in batches:
-        dataset.__getitems__(rows)
+    """One independent reader: the training read of its share of the batches, timed from ``start``;
+    a failure breaks the barrier and answers None, so the parent stops at once."""
+    try:
+        dataset = CacheDataset(path, "train", preload=False)
+        for rows in batches[:3]:  # open the file, fault in the mapping and the buffer pool
+            dataset.__getitems__(rows)
+        start.wait()
+        for rows in batches:
+            dataset.__getitems__(rows)
+    except BaseException:
+        start.abort()
+        done.put(None)
+        raise
     done.put(sum(len(rows) for rows in batches))
 
 
@@ -138,16 +147,22 @@ def independent_rate(path: Path, batches: list[list[int]], processes: int) -> fl
     """Samples/s of ``processes`` processes each reading every ``processes``-th batch at once, with
     no loader and no consumer: what this machine gives the same reads in parallel."""
     context = torch.multiprocessing.get_context("fork")
-    start, done = context.Barrier(processes + 1), context.SimpleQueue()
+    start, done = context.Barrier(processes + 1), context.Queue()
     readers = [
-        context.Process(target=_read_share, args=(path, batches[i::processes], start, done))
+        context.Process(target=_read_share, args=(path, batches[i::processes], start, done), daemon=True)
         for i in range(processes)
     ]
     for reader in readers:
         reader.start()
-    start.wait()
-    began = time.perf_counter()
-    samples = sum(done.get() for _ in readers)
+    try:
+        start.wait(timeout=READER_TIMEOUT_S)
+        began = time.perf_counter()
+        counts = [done.get(timeout=READER_TIMEOUT_S) for _ in readers]
+    except (threading.BrokenBarrierError, queue.Empty):
+        counts = [None]
+    if None in counts:
+        raise SystemExit(f"independent readers of {path.name} failed (see their traceback above)")
+    samples = sum(counts)
     elapsed = time.perf_counter() - began
     for reader in readers:
         reader.join()
