@@ -145,7 +145,9 @@ def _read_share(path: Path, batches: list[list[int]], start: Any, done: Any) -> 
 
 def independent_rate(path: Path, batches: list[list[int]], processes: int) -> float:
     """Samples/s of ``processes`` processes each reading every ``processes``-th batch at once, with
-    no loader and no consumer: what this machine gives the same reads in parallel."""
+    no loader and no consumer: what this machine gives the same reads in parallel. Their batches are
+    never pinned (a forked process must not touch CUDA), so under ``--device cuda`` the ceiling
+    leaves out the pinned allocation the loader's own threads make."""
     context = torch.multiprocessing.get_context("fork")
     start, done = context.Barrier(processes + 1), context.Queue()
     readers = [
