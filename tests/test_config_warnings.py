@@ -48,8 +48,31 @@ def test_a_sampler_of_unpaired_rows_warns_under_a_method_that_discards_them() ->
             assert line.startswith(f"{sampler} under {method}: ") and "--method joint" in line
         assert pairing(sampler, "joint") == pairing(sampler, "mla") == []
         assert pairing(sampler, "ogm-ge", unimodal_weight=1.0) == []
-    for sampler in ("uniform", "remix", "bss", "smv"):
+    for sampler in ("uniform", "bss", "smv"):
         assert pairing(sampler, "fused") == []
+
+
+def test_a_sampler_that_sets_every_loss_weight_warns_where_it_overrules_the_methods_unimodal_losses() -> None:
+    """Remix's plans weigh every term of each step, so fused, ogm-ge, pmr and agm still train its unimodal
+    terms (Remix/Fused is Remix/Joint), and Remix's data alone under joint trains the fused loss only."""
+    from mmrebal.engine.build import run_warnings
+
+    config = resolve_config({"epochs": 20, "optimizer": "sgd"})
+
+    def lines(method: str, **options: float) -> list[str]:
+        sampler = make("remix", epochs=20, **options)
+        method_ = create_method(method, ["audio", "visual"])
+        return [line for line in run_warnings(sampler, method_, config) if " under " in line]
+
+    for method in ("fused", "ogm-ge", "pmr", "agm"):
+        (line,) = lines(method)
+        assert line.startswith(f"remix under {method}: ") and "the run is not fused-only" in line
+    assert lines("joint") == lines("mla") == []
+    data_alone = {"gamma": 0.0, "warmup_weight": 0.0}
+    (line,) = lines("joint", **data_alone)
+    assert line.startswith("remix under joint: ") and "the run is fused-only" in line
+    assert lines("fused", **data_alone) == lines("mla", **data_alone) == []
+    assert lines("fused", gamma=0.0) != []  # the warm-up's 0.5 weights still train the unimodal losses
 
 
 def test_ogm_ge_warns_under_adam_and_outside_its_window() -> None:
@@ -71,8 +94,9 @@ def test_trainer_prints_and_records_the_warnings(tmp_path: Path) -> None:
     summary = train(config, console)
     printed = console.export_text()
     assert "warning: remix: warm-up 10 >= epochs 2" in printed and "warning: ogm-ge under adam" in printed
+    assert "warning: remix under ogm-ge: remix sets every loss weight" in printed
     saved = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert saved["warnings"] == summary["warnings"] and len(saved["warnings"]) == 2
+    assert saved["warnings"] == summary["warnings"] and len(saved["warnings"]) == 3
     # the options the run really ran with, defaults filled in
     assert saved["options"]["sampler"]["warmup"] == 10 and saved["options"]["sampler"]["tie"] == "last"
     assert saved["options"]["method"]["rho_rows"] == "paired"

@@ -38,6 +38,7 @@ def test_demo_trains_baseline_and_sampler_and_shows_them_side_by_side(tmp_path: 
              round(visual - alone["visual"], 2)], abs=0.006)  # fmt: skip
     weak = min(alone, key=alone.get)
     assert f"against Uniform/Fused: the {weak} head" in " ".join(result.output.split())
+    assert "⚠ dus under fused: the rows dus gives" in " ".join(result.output.split())  # the trainer's line
     # a second demo reuses the finished runs instead of training them again
     again = CliRunner().invoke(app, args)
     assert again.exit_code == 0 and again.output.count("skipped") == 4, again.output

@@ -90,8 +90,16 @@ def build_components(
 
 def run_warnings(sampler: Sampler, method: Method, config: TrainConfig) -> list[str]:
     """The sampler's and method's lines on this run's schedule, and on their pairing: rows that a
-    sampler gives one modality alone feed only unimodal losses, which fused-only methods weigh 0."""
+    sampler gives one modality alone feed only unimodal losses, which fused-only methods weigh 0; and
+    a sampler that sets every loss weight (Remix) overrules the method's choice of unimodal losses."""
     lines = sampler.config_warnings() + method.config_warnings(config.epochs, config.optimizer)
+    sets = sampler.sets_unimodal_weights()
+    if method.honours_loss_weights and sets is not None and sets != method.trains_unimodal_rows():
+        lines.append(
+            f"{sampler.name} under {method.name}: {sampler.name} sets every loss weight of each step, so "
+            f"{method.name}'s own weights do not act and the unimodal losses "
+            + ("train: the run is not fused-only" if sets else "do not train: the run is fused-only")
+        )
     if sampler.unpaired_rows and not method.trains_unimodal_rows():
         lines.append(
             f"{sampler.name} under {method.name}: the rows {sampler.name} gives a modality beyond the paired "

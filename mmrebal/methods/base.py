@@ -179,6 +179,9 @@ class Method(ABC):
     """Base class; subclasses take their options as keyword arguments (``--method-opt KEY=VALUE``)."""
 
     name = "method"
+    # Whether a plan's ``loss_weights`` replace this method's own, key by key (the weighted losses);
+    # MLA and ``unimodal`` train each modality with its plain CE whatever a sampler sets.
+    honours_loss_weights = False
 
     def __init__(self, modalities: Sequence[str]) -> None:
         if len(modalities) < 2:

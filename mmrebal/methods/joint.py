@@ -38,6 +38,7 @@ class WeightedLoss(Method):
     """Shared by ``joint`` and ``ogm-ge``: the weighted fused + unimodal loss and its statistics."""
 
     needs_paired = False  # also measure each modality's confidence sum over the paired rows
+    honours_loss_weights = True
 
     def __init__(
         self,

@@ -16,7 +16,7 @@ def _acc(group: RunGroup, scope: str) -> float | None:
 
 def side_by_side(groups: list[RunGroup]) -> tuple[Table, str]:
     """A table of fused and per-modality test accuracy and each modality's gap to itself alone, and
-    one sentence saying what the sampler changed against the baseline."""
+    one sentence saying what the sampler changed against the baseline, then the sampler run's warnings."""
     multimodal = [g for g in groups if not g.unimodal_modality]
     base = next(g for g in multimodal if g.sampler == BASELINE_SAMPLER)
     other = next(g for g in multimodal if g.sampler != BASELINE_SAMPLER)
@@ -42,4 +42,5 @@ def side_by_side(groups: list[RunGroup]) -> tuple[Table, str]:
         f"to {fused[1]:.2f} ({fused[1] - fused[0]:+.2f}). One seed and a short schedule: a demonstration, "
         "not evidence (docs/results-avmnist.md has the study over seeds)."
     )
-    return table, sentence
+    # what the trainer warned about the sampler's run changes what the comparison means (Remix's loss)
+    return table, sentence + "".join(f"\n⚠ {line}" for line in other.run_warnings)

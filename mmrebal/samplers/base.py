@@ -152,6 +152,11 @@ class Sampler(ABC):
         or schedule the run never leaves or reaches); the trainer prints them and the report shows them."""
         return []
 
+    def sets_unimodal_weights(self) -> bool | None:
+        """For a sampler whose plans set every loss weight of every step (Remix: its loss is part of the
+        method), whether some step weighs a unimodal loss above 0; None when the method's weights act."""
+        return None
+
     def receive_scores(self, epoch: int, result: ScoreResult) -> None:
         """Scores of the pass asked for by :meth:`needs_scoring`."""
 

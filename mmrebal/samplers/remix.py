@@ -85,6 +85,9 @@ class RemixSampler(Sampler):
     def config_warnings(self) -> list[str]:
         return warmup_warnings(self.name, self.warmup, self.epochs, "remixes")
 
+    def sets_unimodal_weights(self) -> bool:
+        return self.gamma > 0 or (self.warmup > 0 and self.warmup_weight > 0)
+
     def receive_scores(self, epoch: int, result: ScoreResult) -> None:
         result.check(self.modalities, self.num_samples, self.name)
         kl = np.stack([kl_to_uniform(result.probs[m]) for m in self.modalities], axis=1)
