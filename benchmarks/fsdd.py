@@ -8,7 +8,7 @@ one held-out speaker (the usual FSDD protocol); val is carved from train by ``mm
 it runs the study of docs/results-avmnist.md on it: one reference set-up (``--preset``, the papers'
 own schedule sized for CPU), the samplers with the fused-only and joint methods over seeds, each
 modality alone (for the imbalance gap and the unimodal ensemble), and prints the report's main,
-per-modality and imbalance tables.
+per-modality and imbalance tables. docs/results-fsdd.md holds the study's results.
 
     python benchmarks/fsdd.py [--work DIR] [--test-speaker theo] [--preset remix-cpu]
         [--samplers uniform,remix] [--methods fused,joint] [--seeds 0,1,2] [--jobs 2] [-- TRAIN OPTIONS]
