@@ -192,7 +192,10 @@ def test_bad_grid_entries_are_refused_before_any_cell(samplers: str, methods: st
         build_spec({}, None, samplers, methods, "0", None, None, [])
 
 
-def test_unimodal_flag_needs_an_existing_cache(tmp_path: Path) -> None:
+def test_unimodal_flag_needs_an_existing_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the default cache lives in $MMREBAL_HOME: point it at an empty folder, or a machine that has run
+    # `make demo` (which builds ~/.cache/mmrebal/avmnist.h5) finds one and the sweep rightly goes on
+    monkeypatch.setenv("MMREBAL_HOME", str(tmp_path / "home"))
     with pytest.raises(SweepError, match="--unimodal needs the cache's modalities"):
         build_spec({}, None, "uniform", "joint", "0", tmp_path / "sw", None, [], unimodal=True)
 
